@@ -1,0 +1,202 @@
+// Package acl decides whether a peer address is allowed, and says which rule decided.
+//
+// An ACL is a set of rules, each a prefix with an action, plus a default action for addresses no
+// rule covers and a policy for Unix-domain peers, which have no address. The most specific prefix
+// that contains an address decides (longest-prefix match, as in a routing table), so the order of
+// rules never matters. When the same prefix is both allowed and denied, deny wins.
+//
+// Addresses are normalised before lookup: an IPv4-mapped IPv6 address (::ffff:10.1.2.3) is judged
+// as the IPv4 address it carries, and zones are dropped, so a dual-stack listener cannot slip past
+// IPv4 rules. An ACL is immutable once built and safe for concurrent use; to change policy, build a
+// new ACL and swap a pointer.
+//
+// The package is pure: it opens no sockets and reads files only through its loaders.
+package acl
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+)
+
+// Action is what an ACL does with a peer. The zero value is Deny, so an Action nobody set fails
+// closed.
+type Action uint8
+
+const (
+	// Deny refuses the peer.
+	Deny Action = iota
+	// Allow accepts the peer.
+	Allow
+)
+
+// String returns "allow" or "deny".
+func (a Action) String() string {
+	switch a {
+	case Allow:
+		return "allow"
+	case Deny:
+		return "deny"
+	}
+	return "Action(" + strconv.Itoa(int(a)) + ")"
+}
+
+// ParseAction parses "allow" or "deny". Any other word is an error wrapping ErrAction.
+func ParseAction(s string) (Action, error) {
+	switch s {
+	case "allow":
+		return Allow, nil
+	case "deny":
+		return Deny, nil
+	}
+	return Deny, fmt.Errorf("%w %q (want allow or deny)", ErrAction, s)
+}
+
+// Origin says where a rule was written. The zero Origin means the rule was built in code.
+type Origin struct {
+	File string // path of the file, as it was given to the loader
+	Line int    // 1-based line number; 0 when unknown
+}
+
+// String returns "file:line", "file" when the line is unknown, or "-" for a rule built in code.
+func (o Origin) String() string {
+	switch {
+	case o.File == "":
+		return "-"
+	case o.Line == 0:
+		return o.File
+	}
+	return o.File + ":" + strconv.Itoa(o.Line)
+}
+
+// Rule is one entry of an ACL: every address inside Prefix gets Action, unless a more specific
+// rule covers it.
+type Rule struct {
+	Prefix netip.Prefix
+	Action Action
+	Origin Origin
+}
+
+// String returns the rule as "allow 10.0.0.0/8 (acl.yaml:3)".
+func (r Rule) String() string {
+	return r.Action.String() + " " + r.Prefix.String() + " (" + r.Origin.String() + ")"
+}
+
+// Decision is the answer for one peer: the action and the rule that decided it. Rule is nil when
+// no rule covers the address and the ACL's default decided, and for Unix-domain peers. Rule points
+// into the ACL and must not be modified.
+type Decision struct {
+	Action Action
+	Rule   *Rule
+}
+
+// Allowed reports whether the decision lets the peer in.
+func (d Decision) Allowed() bool { return d.Action == Allow }
+
+// String returns "allow by 10.0.0.0/8 (acl.yaml:3)" or "deny by default".
+func (d Decision) String() string {
+	if d.Rule == nil {
+		return d.Action.String() + " by default"
+	}
+	return d.Action.String() + " by " + d.Rule.Prefix.String() + " (" + d.Rule.Origin.String() + ")"
+}
+
+// Spec is an ACL before it is compiled: what a loader reads from a file, and what lint inspects.
+type Spec struct {
+	Default Action // decides addresses that no rule covers
+	Unix    Action // decides Unix-domain peers; the zero value denies them
+	Rules   []Rule
+}
+
+// ACL is a compiled, immutable access list. Its methods are safe for concurrent use.
+type ACL struct {
+	def, unix Action
+	rules     []Rule // sorted by prefix; ruleVal indexes into it
+	v4        table4
+	v6        table6
+}
+
+// New compiles spec into an ACL. Each rule's prefix must be valid and have no host bits set;
+// IPv4-mapped IPv6 prefixes (::ffff:10.0.0.0/104) are stored as the IPv4 prefixes they denote.
+// New keeps no reference to spec.Rules.
+func New(spec Spec) (*ACL, error) {
+	if err := checkAction(spec.Default); err != nil {
+		return nil, fmt.Errorf("default: %w", err)
+	}
+	if err := checkAction(spec.Unix); err != nil {
+		return nil, fmt.Errorf("unix: %w", err)
+	}
+	rules := make([]Rule, len(spec.Rules))
+	for i, r := range spec.Rules {
+		p, err := normalPrefix(r.Prefix)
+		if err == nil {
+			err = checkAction(r.Action)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("rule %d %s (%s): %w", i, r.Prefix, r.Origin, err)
+		}
+		r.Prefix = p
+		rules[i] = r
+	}
+	// Sort so that a prefix comes before the prefixes it contains and, for the same prefix, deny
+	// comes before allow and earlier origins before later ones: the first of equals decides.
+	slices.SortStableFunc(rules, func(a, b Rule) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		if c := a.Prefix.Bits() - b.Prefix.Bits(); c != 0 {
+			return c
+		}
+		return int(a.Action) - int(b.Action)
+	})
+	a := &ACL{def: spec.Default, unix: spec.Unix, rules: rules}
+	a.compile()
+	return a, nil
+}
+
+// MustNew is New for rules known to be valid, such as literals in tests and examples; it panics on
+// error.
+func MustNew(spec Spec) *ACL {
+	a, err := New(spec)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// Decide returns the decision for addr. IPv4-mapped IPv6 addresses are judged as IPv4 and zones are
+// ignored. The zero (invalid) Addr is denied with no rule: fail closed.
+func (a *ACL) Decide(addr netip.Addr) Decision {
+	var v uint32
+	switch {
+	case addr.Is4():
+		v = a.v4.lookup(addr.As4())
+	case addr.Is4In6():
+		v = a.v4.lookup(addr.Unmap().As4())
+	case addr.Is6():
+		v = a.v6.lookup(addr.As16())
+	default:
+		return Decision{Action: Deny}
+	}
+	return a.decision(v)
+}
+
+// Unix returns the decision for a Unix-domain peer, which has no address: the ACL's unix policy.
+func (a *ACL) Unix() Decision { return Decision{Action: a.unix} }
+
+// Default returns the action for addresses that no rule covers.
+func (a *ACL) Default() Action { return a.def }
+
+// Len returns the number of rules.
+func (a *ACL) Len() int { return len(a.rules) }
+
+// Rules returns a copy of the ACL's rules, ordered by prefix.
+func (a *ACL) Rules() []Rule { return slices.Clone(a.rules) }
+
+func checkAction(a Action) error {
+	if a != Allow && a != Deny {
+		return fmt.Errorf("%w %v", ErrAction, a)
+	}
+	return nil
+}

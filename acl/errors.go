@@ -1,0 +1,26 @@
+package acl
+
+import (
+	"errors"
+
+	"github.com/peergate/peergate/internal/conf"
+)
+
+// Sentinel errors. Loader errors wrap one of these inside a *PosError, so callers can test the kind
+// of a failure with errors.Is and still print where it happened.
+var (
+	ErrPrefix         = errors.New("invalid address or prefix")
+	ErrHostBits       = errors.New("prefix has host bits set")
+	ErrZone           = errors.New("IPv6 zone not allowed in a rule")
+	ErrAction         = errors.New("unknown action")
+	ErrMissingDefault = errors.New(`missing required key "default"`)
+	ErrInclude        = errors.New("cannot read include")
+	ErrUnknownKey     = conf.ErrUnknownKey
+	ErrDuplicateKey   = conf.ErrDuplicateKey
+	ErrSyntax         = conf.ErrSyntax
+)
+
+// PosError is an error at a place in a file: the file, the 1-based line (0 when the whole file is
+// at fault), the offending value as written, and the underlying error, which errors.Is sees
+// through. Its message reads "file:line: "value": error".
+type PosError = conf.PosError

@@ -1,0 +1,154 @@
+// Package conf holds what peergate's strict YAML loaders share: errors that name a file, a line
+// and a value, a bounded collector for them, and walkers over yaml.v3 nodes that reject duplicate
+// keys and wrong shapes. Package acl re-exports its error types.
+package conf
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Sentinel errors for the shape of a file.
+var (
+	ErrSyntax       = errors.New("syntax error")
+	ErrUnknownKey   = errors.New("unknown key")
+	ErrDuplicateKey = errors.New("duplicate key")
+)
+
+// PosError is an error at a place in a file: the file, the 1-based line (0 when the whole file is
+// at fault), the offending value as written, and the underlying error.
+type PosError struct {
+	File  string
+	Line  int
+	Value string
+	Err   error
+}
+
+// Error returns "file:line: "value": err", leaving out the parts that are empty.
+func (e *PosError) Error() string {
+	s := e.File
+	if e.Line > 0 {
+		s += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Value != "" {
+		s += ": " + strconv.Quote(e.Value)
+	}
+	return s + ": " + e.Err.Error()
+}
+
+// Unwrap returns the underlying error.
+func (e *PosError) Unwrap() error { return e.Err }
+
+// MaxErrors bounds how many errors an Errors collects, so a broken million-line file yields a
+// readable report instead of a million lines.
+const MaxErrors = 20
+
+// Errors collects the errors of one load. The zero value is ready to use.
+type Errors struct {
+	errs []error
+	more int
+}
+
+// Add records err.
+func (l *Errors) Add(err error) {
+	if len(l.errs) < MaxErrors {
+		l.errs = append(l.errs, err)
+	} else {
+		l.more++
+	}
+}
+
+// At records an error at file:line about value.
+func (l *Errors) At(file string, line int, value string, err error) {
+	l.Add(&PosError{file, line, value, err})
+}
+
+// Full reports whether the collector has stopped keeping errors.
+func (l *Errors) Full() bool { return len(l.errs) >= MaxErrors }
+
+// Err returns all recorded errors joined, or nil.
+func (l *Errors) Err() error {
+	if l.more > 0 {
+		return errors.Join(append(l.errs, errors.New("and "+strconv.Itoa(l.more)+" more errors"))...)
+	}
+	return errors.Join(l.errs...)
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// Parse parses data as one YAML document and returns its top node, turning syntax errors into
+// *PosError values naming name and the line. An empty document is returned as an empty mapping.
+func Parse(name string, data []byte) (*yaml.Node, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		pe := &PosError{File: name, Err: fmt.Errorf("%w: %s", ErrSyntax, err)}
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			pe.Line, _ = strconv.Atoi(m[1])
+			pe.Err = fmt.Errorf("%w: %s", ErrSyntax, m[2])
+		}
+		return nil, pe
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: 1}, nil
+	}
+	return doc.Content[0], nil
+}
+
+// Mapping calls fn for each key of the mapping node n, in order. A node that is not a mapping, a
+// key that is not a scalar and a duplicate key are recorded in errs; fn is not called for them.
+// It reports whether n was a mapping.
+func Mapping(name string, n *yaml.Node, errs *Errors, fn func(key string, k, v *yaml.Node)) bool {
+	if n.Kind != yaml.MappingNode {
+		errs.At(name, n.Line, n.Value, fmt.Errorf("%w: want a mapping of key: value", ErrSyntax))
+		return false
+	}
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			errs.At(name, k.Line, "", fmt.Errorf("%w: a key must be a plain word", ErrSyntax))
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			errs.At(name, k.Line, k.Value, fmt.Errorf("%w (first at line %d)", ErrDuplicateKey, first))
+			continue
+		}
+		seen[k.Value] = k.Line
+		fn(k.Value, k, v)
+	}
+	return true
+}
+
+// Unknown records key as an unknown key, listing the keys that are known.
+func Unknown(errs *Errors, name string, k *yaml.Node, known string) {
+	errs.At(name, k.Line, k.Value, fmt.Errorf("%w (want %s)", ErrUnknownKey, known))
+}
+
+// Sequence returns the items of a list node. A single scalar counts as a list of one and null as
+// an empty list; anything else is recorded in errs.
+func Sequence(name string, n *yaml.Node, errs *Errors) []*yaml.Node {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return n.Content
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			return nil
+		}
+		return []*yaml.Node{n}
+	}
+	errs.At(name, n.Line, "", fmt.Errorf("%w: want a list", ErrSyntax))
+	return nil
+}
+
+// Scalar returns the value of a scalar node; anything else, null included, is recorded in errs.
+func Scalar(name string, n *yaml.Node, errs *Errors) (string, bool) {
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		errs.At(name, n.Line, "", fmt.Errorf("%w: want a single value", ErrSyntax))
+		return "", false
+	}
+	return n.Value, true
+}
