@@ -35,9 +35,6 @@ func ParseList(name string, r io.Reader, act Action) ([]Rule, error) {
 		} else {
 			rules = append(rules, Rule{Prefix: p, Action: act, Origin: Origin{name, line}})
 		}
-		if errs.Full() {
-			break
-		}
 	}
 	if err := sc.Err(); err != nil {
 		errs.Add(&PosError{File: name, Err: err})

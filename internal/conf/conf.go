@@ -67,9 +67,6 @@ func (l *Errors) At(file string, line int, value string, err error) {
 	l.Add(&PosError{file, line, value, err})
 }
 
-// Full reports whether the collector has stopped keeping errors.
-func (l *Errors) Full() bool { return len(l.errs) >= MaxErrors }
-
 // Err returns all recorded errors joined, or nil.
 func (l *Errors) Err() error {
 	if l.more > 0 {
