@@ -3,3 +3,5 @@ module github.com/peergate/peergate
 go 1.26.8
 
 require gopkg.in/yaml.v3 v3.0.1
+
+require github.com/yl2chen/cidranger v1.0.2 // indirect

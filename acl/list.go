@@ -15,7 +15,12 @@ import (
 // ("192.0.2.0/24 ; SBL123") load as they are; blank lines are skipped. Any bad line makes the whole
 // list an error (listing up to 20 bad lines), never a partial list.
 func ParseList(name string, r io.Reader, act Action) ([]Rule, error) {
-	var rules []Rule
+	return parseList(name, r, act, 0)
+}
+
+// parseList is ParseList with room for hint rules made up front.
+func parseList(name string, r io.Reader, act Action, hint int) ([]Rule, error) {
+	rules := make([]Rule, 0, hint)
 	var errs conf.Errors
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -52,5 +57,9 @@ func LoadList(path string, act Action) ([]Rule, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return ParseList(path, f, act)
+	hint := 0
+	if fi, err := f.Stat(); err == nil {
+		hint = int(min(fi.Size()/16, 1<<24)) // a typical line holds 14 to 30 bytes
+	}
+	return parseList(path, f, act, hint)
 }
