@@ -1,0 +1,365 @@
+// Package config reads peergate's configuration file: either a bare ACL file (acl.LoadSpec's
+// schema) or a serve file of named ACLs and the services they guard. Every error names the file,
+// the line and the value; unknown and duplicate keys are errors.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/internal/conf"
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults for the keys of a service and of the file.
+const (
+	DefaultConnectTimeout = 5 * time.Second
+	DefaultIdleTimeout    = time.Hour
+	DefaultMaxConns       = 1024
+	DefaultDrainTimeout   = 10 * time.Second
+)
+
+// ErrConfig marks errors in the meaning of a config (as opposed to its YAML shape).
+var ErrConfig = errors.New("invalid config")
+
+// ErrNoACL is returned by Pick when the file has no ACL of the requested name, or several ACLs and
+// no name.
+var ErrNoACL = errors.New("no such ACL")
+
+// File is a loaded configuration.
+type File struct {
+	Path         string
+	ACLs         []*ACL // in the order written
+	Services     []*Service
+	DrainTimeout time.Duration // how long SIGTERM waits for open connections
+}
+
+// ACL is one named ACL of a file. A bare ACL file holds one, named after the file.
+type ACL struct {
+	Name string
+	Line int
+	Spec acl.Spec
+	ACL  *acl.ACL
+}
+
+// Service is one entry of "services": where to listen, which ACL guards it, and what to do with
+// an allowed connection: proxy it to Upstream or spawn Exec with it as stdin and stdout.
+type Service struct {
+	Name           string
+	Line           int
+	Listen         []string // "host:port" with an IP literal host (or none), or "unix:/path"
+	ACL            *ACL
+	Upstream       string   // "host:port" or "unix:/path"
+	Exec           []string // program (resolved) and arguments
+	Reset          bool     // on_deny: reset (RST) rather than close (FIN)
+	DryRun         bool     // judge and log, but hand on every connection
+	ConnectTimeout time.Duration
+	IdleTimeout    time.Duration // 0: none
+	MaxConns       int           // 0: no cap
+}
+
+// Load reads the file at path.
+func Load(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Parse reads data as the config file path. Relative paths inside it (includes, ACL files,
+// programs) are relative to the directory of path.
+func Parse(path string, data []byte) (*File, error) {
+	root, err := conf.Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	f := &File{Path: path, DrainTimeout: DefaultDrainTimeout}
+	if root.Kind == yaml.MappingNode && !hasKey(root, "services") && !hasKey(root, "acls") {
+		spec, err := acl.SpecFromNode(path, root)
+		if err != nil {
+			return nil, err
+		}
+		a, err := acl.New(spec)
+		if err != nil {
+			return nil, err
+		}
+		name := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+		f.ACLs = []*ACL{{Name: name, Line: 1, Spec: spec, ACL: a}}
+		return f, nil
+	}
+	var errs conf.Errors
+	var services *yaml.Node
+	conf.Mapping(path, root, &errs, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "acls":
+			conf.Mapping(path, v, &errs, func(name string, k, v *yaml.Node) {
+				if a := loadACL(path, name, k, v, &errs); a != nil {
+					f.ACLs = append(f.ACLs, a)
+				}
+			})
+		case "services":
+			services = v // after acls, which services refer to, wherever it is written
+		case "drain_timeout":
+			f.DrainTimeout = duration(path, v, &errs)
+		default:
+			conf.Unknown(&errs, path, k, "acls, services or drain_timeout")
+		}
+	})
+	if services != nil {
+		names := map[string]int{}
+		for _, n := range conf.Sequence(path, services, &errs) {
+			s := f.service(n, &errs)
+			if s == nil {
+				continue
+			}
+			if first, dup := names[s.Name]; dup {
+				errs.At(path, s.Line, s.Name, fmt.Errorf("%w: service name used twice (first at line %d)", ErrConfig, first))
+			}
+			names[s.Name] = s.Line
+			f.Services = append(f.Services, s)
+		}
+	}
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func hasKey(n *yaml.Node, key string) bool {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return true
+		}
+	}
+	return false
+}
+
+// loadACL reads one entry of "acls": an inline ACL, or the path of an ACL file.
+func loadACL(path, name string, k, v *yaml.Node, errs *conf.Errors) *ACL {
+	var spec acl.Spec
+	var err error
+	if v.Kind == yaml.ScalarNode {
+		file := v.Value
+		if !filepath.IsAbs(file) {
+			file = filepath.Join(filepath.Dir(path), file)
+		}
+		spec, err = acl.LoadSpec(file)
+		var pe *acl.PosError
+		if err != nil && !errors.As(err, &pe) { // the file itself could not be read
+			err = &acl.PosError{File: path, Line: v.Line, Value: v.Value, Err: fmt.Errorf("%w: %w", acl.ErrInclude, err)}
+		}
+	} else {
+		spec, err = acl.SpecFromNode(path, v)
+	}
+	if err != nil {
+		errs.Add(err)
+		return nil
+	}
+	a, err := acl.New(spec)
+	if err != nil {
+		errs.At(path, k.Line, name, err)
+		return nil
+	}
+	return &ACL{Name: name, Line: k.Line, Spec: spec, ACL: a}
+}
+
+const serviceKeys = "name, listen, acl, upstream, exec, on_deny, dry_run, connect_timeout, idle_timeout or max_conns"
+
+func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
+	path := f.Path
+	s := &Service{Line: n.Line, ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout, MaxConns: DefaultMaxConns}
+	aclLine := 0 // where acl was written; -1 when it named no ACL (already reported)
+	ok := conf.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "name":
+			s.Name, _ = conf.Scalar(path, v, errs)
+		case "listen":
+			for _, item := range conf.Sequence(path, v, errs) {
+				if addr, ok := conf.Scalar(path, item, errs); ok {
+					if err := checkListen(addr); err != nil {
+						errs.At(path, item.Line, addr, err)
+					}
+					s.Listen = append(s.Listen, addr)
+				}
+			}
+		case "acl":
+			name, ok := conf.Scalar(path, v, errs)
+			aclLine = v.Line
+			if !ok {
+				return
+			}
+			if i := slices.IndexFunc(f.ACLs, func(a *ACL) bool { return a.Name == name }); i >= 0 {
+				s.ACL = f.ACLs[i]
+			} else {
+				errs.At(path, v.Line, name, fmt.Errorf("%w: no ACL of that name under acls (have %s)", ErrConfig, f.aclNames()))
+				aclLine = -1
+			}
+		case "upstream":
+			if addr, ok := conf.Scalar(path, v, errs); ok {
+				if err := checkDial(addr); err != nil {
+					errs.At(path, v.Line, addr, err)
+				}
+				s.Upstream = addr
+			}
+		case "exec":
+			for _, item := range conf.Sequence(path, v, errs) {
+				if arg, ok := conf.Scalar(path, item, errs); ok {
+					s.Exec = append(s.Exec, arg)
+				}
+			}
+			if len(s.Exec) > 0 {
+				prog, err := findProgram(path, s.Exec[0])
+				if err != nil {
+					errs.At(path, v.Line, s.Exec[0], fmt.Errorf("%w: %w", ErrConfig, err))
+				}
+				s.Exec[0] = prog
+			}
+		case "on_deny":
+			switch word, _ := conf.Scalar(path, v, errs); word {
+			case "close":
+			case "reset":
+				s.Reset = true
+			default:
+				errs.At(path, v.Line, word, fmt.Errorf("%w: on_deny must be close or reset", ErrConfig))
+			}
+		case "dry_run":
+			b, ok := conf.Scalar(path, v, errs)
+			if s.DryRun = b == "true"; ok && b != "true" && b != "false" {
+				errs.At(path, v.Line, b, fmt.Errorf("%w: dry_run must be true or false", ErrConfig))
+			}
+		case "connect_timeout":
+			s.ConnectTimeout = duration(path, v, errs)
+		case "idle_timeout":
+			s.IdleTimeout = duration(path, v, errs)
+		case "max_conns":
+			word, _ := conf.Scalar(path, v, errs)
+			m, err := strconv.Atoi(word)
+			if err != nil || m < 0 {
+				errs.At(path, v.Line, word, fmt.Errorf("%w: max_conns must be a whole number, 0 for no cap", ErrConfig))
+			}
+			s.MaxConns = m
+		default:
+			conf.Unknown(errs, path, k, serviceKeys)
+		}
+	})
+	if !ok {
+		return nil
+	}
+	need := func(what string) { errs.At(path, s.Line, s.Name, fmt.Errorf("%w: service needs %s", ErrConfig, what)) }
+	switch {
+	case s.Name == "":
+		need("a name")
+	case len(s.Listen) == 0:
+		need("at least one listen address")
+	case s.ACL == nil && aclLine == 0:
+		need("an acl (the name of an entry under acls)")
+	case (s.Upstream == "") == (len(s.Exec) == 0):
+		need("exactly one of upstream (proxy) and exec (spawn)")
+	}
+	return s
+}
+
+func (f *File) aclNames() string {
+	if len(f.ACLs) == 0 {
+		return "none"
+	}
+	names := make([]string, len(f.ACLs))
+	for i, a := range f.ACLs {
+		names[i] = a.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+// Pick returns the ACL called name, or the only ACL of the file when name is empty.
+func (f *File) Pick(name string) (*ACL, error) {
+	if name == "" {
+		if len(f.ACLs) == 1 {
+			return f.ACLs[0], nil
+		}
+		return nil, fmt.Errorf("%w: %s has %d ACLs (%s); choose one with -acl NAME", ErrNoACL, f.Path, len(f.ACLs), f.aclNames())
+	}
+	for _, a := range f.ACLs {
+		if a.Name == name {
+			return a, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %q in %s (have %s)", ErrNoACL, name, f.Path, f.aclNames())
+}
+
+func duration(path string, v *yaml.Node, errs *conf.Errors) time.Duration {
+	word, ok := conf.Scalar(path, v, errs)
+	if !ok {
+		return 0
+	}
+	d, err := time.ParseDuration(word)
+	if err != nil || d < 0 {
+		errs.At(path, v.Line, word, fmt.Errorf("%w: want a duration such as 5s, 2m or 1h", ErrConfig))
+	}
+	return d
+}
+
+// UnixPath returns the socket path of a "unix:/path" address, and whether addr is one.
+func UnixPath(addr string) (string, bool) { return strings.CutPrefix(addr, "unix:") }
+
+func checkListen(addr string) error {
+	if p, ok := UnixPath(addr); ok {
+		if p == "" {
+			return fmt.Errorf("%w: unix: needs a socket path", ErrConfig)
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w: want IP:PORT, [IPv6]:PORT, :PORT or unix:/path", ErrConfig)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("%w: listen on an IP address, not a name (%s)", ErrConfig, host)
+		}
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 && port != "0" {
+		return fmt.Errorf("%w: bad port %q", ErrConfig, port)
+	}
+	return nil
+}
+
+func checkDial(addr string) error {
+	if p, ok := UnixPath(addr); ok {
+		if p == "" {
+			return fmt.Errorf("%w: unix: needs a socket path", ErrConfig)
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return fmt.Errorf("%w: want HOST:PORT or unix:/path", ErrConfig)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("%w: bad port %q", ErrConfig, port)
+	}
+	return nil
+}
+
+// findProgram resolves an exec program: a path with a slash is taken relative to the config's
+// directory, a bare name is looked up in PATH. The program must exist and be executable.
+func findProgram(config, prog string) (string, error) {
+	if strings.Contains(prog, "/") && !filepath.IsAbs(prog) {
+		prog = filepath.Join(filepath.Dir(config), prog)
+	}
+	p, err := exec.LookPath(prog)
+	if err != nil {
+		return prog, err
+	}
+	return filepath.Abs(p)
+}

@@ -1,0 +1,129 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/peergate/peergate/acl"
+)
+
+func write(t *testing.T, dir, name, text string, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(text), mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestServeFile(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "handler.sh", "#!/bin/sh\necho hi\n", 0o755)
+	write(t, dir, "lan.yaml", "default: deny\nallow: [192.168.0.0/16]\n", 0o644)
+	path := write(t, dir, "serve.yaml", `
+drain_timeout: 3s
+services:             # services before acls: order in the file does not matter
+  - name: ssh
+    listen: ["127.0.0.1:2222", "[::1]:2222"]
+    acl: office
+    upstream: 127.0.0.1:22
+    on_deny: reset
+    connect_timeout: 2s
+    idle_timeout: 0s
+    max_conns: 10
+  - name: hello
+    listen: ":7000"
+    acl: lan
+    exec: [./handler.sh, -v]
+    dry_run: true
+acls:
+  office: {default: deny, allow: [10.0.0.0/8]}
+  lan: lan.yaml
+`, 0o644)
+	f, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.DrainTimeout != 3*time.Second || len(f.ACLs) != 2 || len(f.Services) != 2 {
+		t.Fatalf("got %+v", f)
+	}
+	ssh, hello := f.Services[0], f.Services[1]
+	if ssh.Name != "ssh" || ssh.ACL.Name != "office" || ssh.Upstream != "127.0.0.1:22" || !ssh.Reset ||
+		ssh.ConnectTimeout != 2*time.Second || ssh.IdleTimeout != 0 || ssh.MaxConns != 10 || len(ssh.Listen) != 2 || ssh.DryRun {
+		t.Errorf("ssh = %+v", ssh)
+	}
+	if hello.ACL.Name != "lan" || hello.Exec[0] != filepath.Join(dir, "handler.sh") || hello.Exec[1] != "-v" ||
+		!hello.DryRun || hello.Reset || hello.MaxConns != DefaultMaxConns || hello.IdleTimeout != DefaultIdleTimeout {
+		t.Errorf("hello = %+v", hello)
+	}
+	if !hello.ACL.ACL.Decide(netip.MustParseAddr("192.168.1.1")).Allowed() {
+		t.Error("lan ACL from file not applied")
+	}
+	if _, err := f.Pick(""); !errors.Is(err, ErrNoACL) {
+		t.Errorf("Pick(\"\") with two ACLs = %v", err)
+	}
+	if a, err := f.Pick("office"); err != nil || a.Name != "office" {
+		t.Errorf("Pick(office) = %v, %v", a, err)
+	}
+	if _, err := f.Pick("nope"); !errors.Is(err, ErrNoACL) || !strings.Contains(err.Error(), "office, lan") {
+		t.Errorf("Pick(nope) = %v", err)
+	}
+}
+
+func TestBareACLFile(t *testing.T) {
+	path := write(t, t.TempDir(), "office.yaml", "default: deny\nallow: [10.0.0.0/8]\n", 0o644)
+	f, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := f.Pick("")
+	if err != nil || a.Name != "office" || len(f.Services) != 0 {
+		t.Fatalf("Pick = %v, %v", a, err)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	const svc = "acls:\n  a: {default: deny}\nservices:\n  - name: s\n    listen: [\"127.0.0.1:1\"]\n    acl: a\n"
+	for _, tc := range []struct {
+		name, yaml string
+		line       int
+		value      string
+		want       error
+	}{
+		{"bare ACL error", "default: deny\nallow: [10.0.0.1/8]\n", 2, "10.0.0.1/8", acl.ErrHostBits},
+		{"unknown top key", "acls: {}\nservice: []\n", 2, "service", acl.ErrUnknownKey},
+		{"inline ACL error", "acls:\n  a: {default: maybe}\n", 2, "maybe", acl.ErrAction},
+		{"missing ACL file", "acls:\n  a: nope.yaml\n", 2, "nope.yaml", acl.ErrInclude},
+		{"no upstream or exec", svc, 4, "s", ErrConfig},
+		{"both upstream and exec", svc + "    upstream: 127.0.0.1:2\n    exec: [/bin/true]\n", 4, "s", ErrConfig},
+		{"unknown ACL", "acls:\n  a: {default: deny}\nservices:\n  - name: s\n    listen: [\":1\"]\n    acl: b\n    upstream: x:1\n", 6, "b", ErrConfig},
+		{"no acl", "services:\n  - name: s\n    listen: [\":1\"]\n    upstream: x:1\n", 2, "s", ErrConfig},
+		{"bad listen", svc + "    upstream: x:1\n  - name: t\n    listen: [localhost:80]\n    acl: a\n    upstream: x:1\n", 9, "localhost:80", ErrConfig},
+		{"bad port", svc + "    upstream: x:99999\n", 7, "x:99999", ErrConfig},
+		{"bad on_deny", svc + "    upstream: x:1\n    on_deny: drop\n", 8, "drop", ErrConfig},
+		{"bad duration", svc + "    upstream: x:1\n    idle_timeout: 5\n", 8, "5", ErrConfig},
+		{"bad max_conns", svc + "    upstream: x:1\n    max_conns: -1\n", 8, "-1", ErrConfig},
+		{"bad dry_run", svc + "    upstream: x:1\n    dry_run: yes\n", 8, "yes", ErrConfig},
+		{"unknown service key", svc + "    upstream: x:1\n    timeout: 1s\n", 8, "timeout", acl.ErrUnknownKey},
+		{"duplicate service key", svc + "    upstream: x:1\n    upstream: y:1\n", 8, "upstream", acl.ErrDuplicateKey},
+		{"missing program", svc + "    exec: [./no-such-program]\n", 7, "./no-such-program", ErrConfig},
+		{"duplicate service name", svc + "    upstream: x:1\n  - name: s\n    listen: [\":2\"]\n    acl: a\n    upstream: x:1\n", 8, "s", ErrConfig},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := write(t, t.TempDir(), "c.yaml", tc.yaml, 0o644)
+			f, err := Load(path)
+			if f != nil || !errors.Is(err, tc.want) {
+				t.Fatalf("Load = %v, %v; want %v", f, err, tc.want)
+			}
+			var pe *acl.PosError
+			if !errors.As(err, &pe) || pe.Line != tc.line || pe.Value != tc.value || pe.File != path {
+				t.Fatalf("error %q: want it at %s:%d about %q", err, path, tc.line, tc.value)
+			}
+		})
+	}
+}
