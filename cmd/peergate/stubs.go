@@ -1,0 +1,6 @@
+package main
+
+import "io"
+
+func serve(args []string, stdout, stderr io.Writer) int { return exitError }
+func wrap(args []string, stdout, stderr io.Writer) int  { return exitError }
