@@ -11,10 +11,10 @@ import (
 	"github.com/peergate/peergate/internal/config"
 )
 
-// check prints, for each address, the decision and the rule that made it, like tcpdmatch. The word
+// cmdCheck prints, for each address, the decision and the rule that made it, like tcpdmatch. The word
 // "unix" asks for the Unix-domain policy. It exits 0 when every address is allowed and 1 when any
 // is denied.
-func check(args []string, stdout, stderr io.Writer) int {
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("check", stderr).withACL()
 	if !f.parse(args) {
 		return exitError

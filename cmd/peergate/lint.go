@@ -8,9 +8,9 @@ import (
 	"github.com/peergate/peergate/internal/config"
 )
 
-// lint reports load errors (exit 2) and then suspicious rules (exit 1), like tcpdchk. Without
+// cmdLint reports load errors (exit 2) and then suspicious rules (exit 1), like tcpdchk. Without
 // -acl it lints every ACL of the file.
-func lint(args []string, stdout, stderr io.Writer) int {
+func cmdLint(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("lint", stderr).withACL()
 	if !f.parse(args) {
 		return exitError

@@ -48,7 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	cmds := map[string]func([]string, io.Writer, io.Writer) int{
-		"serve": serve, "wrap": wrap, "check": check, "lint": lint,
+		"serve": cmdServe, "wrap": cmdWrap, "check": cmdCheck, "lint": cmdLint,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

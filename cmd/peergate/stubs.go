@@ -2,5 +2,4 @@ package main
 
 import "io"
 
-func serve(args []string, stdout, stderr io.Writer) int { return exitError }
-func wrap(args []string, stdout, stderr io.Writer) int  { return exitError }
+func cmdWrap(args []string, stdout, stderr io.Writer) int { return exitError }

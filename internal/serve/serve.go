@@ -1,0 +1,344 @@
+// Package serve runs the services of a peergate config file: listeners guarded by package gate,
+// whose allowed connections are proxied to an upstream or handed to a spawned program. It reloads
+// the config without dropping listeners or open connections, and drains on shutdown.
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/peergate/peergate/internal/config"
+)
+
+// Server runs the services of one config file.
+type Server struct {
+	path string
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	cfg     *config.File
+	ports   map[string]*port         // by listen address, kept across reloads
+	sems    map[string]chan struct{} // max_conns slots, by service name
+	conns   map[net.Conn]struct{}
+	kids    map[*exec.Cmd]struct{}
+	files   []string // what Watch polls: the config and the files its rules came from
+	closing bool
+	wg      sync.WaitGroup // accept loops, connections and children
+}
+
+// port is one listening address and the service it currently serves.
+type port struct {
+	addr string
+	ln   gated
+	svc  atomic.Pointer[service]
+	done chan struct{}
+}
+
+// service is a config.Service with its connection slots.
+type service struct {
+	*config.Service
+	sem chan struct{} // nil: no cap
+}
+
+// New loads the config at path and opens its listeners. Nothing is served until Serve.
+func New(path string, log *slog.Logger) (*Server, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Services) == 0 {
+		return nil, fmt.Errorf("%s: %w: no services to serve", path, config.ErrConfig)
+	}
+	s := &Server{path: path, log: log, ports: map[string]*port{}, sems: map[string]chan struct{}{},
+		conns: map[net.Conn]struct{}{}, kids: map[*exec.Cmd]struct{}{}}
+	if err := s.apply(cfg); err != nil {
+		s.closeAll()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Addrs returns the addresses the server listens on, by service name, as the kernel reports them
+// (so a ":0" in the config shows its real port).
+func (s *Server) Addrs() map[string][]net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string][]net.Addr{}
+	for _, p := range s.ports {
+		name := p.svc.Load().Name
+		out[name] = append(out[name], p.ln.Addr())
+	}
+	return out
+}
+
+// DrainTimeout returns the running config's drain_timeout.
+func (s *Server) DrainTimeout() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.DrainTimeout
+}
+
+// Reload reads the config file again and applies it: new rules take effect for the next accepted
+// connection, listeners whose address is unchanged stay open, open connections stay up. An
+// invalid file changes nothing and its error is returned (and logged).
+func (s *Server) Reload() error {
+	cfg, err := config.Load(s.path)
+	if err == nil && len(cfg.Services) == 0 {
+		err = fmt.Errorf("%s: %w: no services to serve", s.path, config.ErrConfig)
+	}
+	if err == nil {
+		err = s.apply(cfg)
+	}
+	if err != nil {
+		s.log.Error("config reload failed; keeping the running config", "file", s.path, "err", err)
+		return err
+	}
+	s.log.Info("config reloaded", "file", s.path, "services", len(cfg.Services))
+	return nil
+}
+
+// apply makes cfg the running config. It opens every new listener first, so that a failure (an
+// address in use) leaves the running config as it was.
+func (s *Server) apply(cfg *config.File) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return errors.New("server is shutting down")
+	}
+	want := map[string]*service{}
+	sems := map[string]chan struct{}{}
+	for _, c := range cfg.Services {
+		sem := s.sems[c.Name]
+		if c.MaxConns == 0 {
+			sem = nil
+		} else if sem == nil || cap(sem) != c.MaxConns {
+			sem = make(chan struct{}, c.MaxConns)
+		}
+		sems[c.Name] = sem
+		for _, a := range c.Listen {
+			want[a] = &service{c, sem}
+		}
+	}
+	opened := map[string]*port{}
+	for addr, svc := range want {
+		if _, ok := s.ports[addr]; ok {
+			continue
+		}
+		ln, err := listen(addr)
+		if err != nil {
+			for _, p := range opened {
+				p.ln.Close()
+			}
+			return fmt.Errorf("service %s: %w", svc.Name, err)
+		}
+		opened[addr] = &port{addr: addr, ln: newGate(ln, svc.Service, s.log), done: make(chan struct{})}
+	}
+	for addr, p := range s.ports {
+		if svc, ok := want[addr]; ok {
+			p.ln.Configure(svc.Service)
+			p.svc.Store(svc)
+		} else {
+			close(p.done)
+			p.ln.Close()
+			delete(s.ports, addr)
+		}
+	}
+	for addr, p := range opened {
+		p.svc.Store(want[addr])
+		s.ports[addr] = p
+		if s.cfg != nil { // running: start serving now; at startup Serve starts them all
+			s.wg.Add(1)
+			go s.accept(p)
+		}
+	}
+	s.cfg, s.sems, s.files = cfg, sems, sourceFiles(cfg)
+	return nil
+}
+
+func listen(addr string) (net.Listener, error) {
+	if path, ok := config.UnixPath(addr); ok {
+		os.Remove(path) // a stale socket from an earlier run; a live one is replaced as well
+		return net.Listen("unix", path)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// Serve accepts connections on every listener until Shutdown, and then returns nil.
+func (s *Server) Serve() error {
+	s.mu.Lock()
+	for _, p := range s.ports {
+		s.wg.Add(1)
+		go s.accept(p)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) accept(p *port) {
+	defer s.wg.Done()
+	var backoff time.Duration
+	for {
+		svc := p.svc.Load()
+		if svc.sem != nil {
+			select {
+			case svc.sem <- struct{}{}:
+			case <-p.done:
+				return
+			}
+		}
+		c, err := p.ln.Accept()
+		if err != nil {
+			svc.release()
+			select {
+			case <-p.done:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of fds or another passing failure: back off rather than spin, like net/http.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; backing off", "listen", p.addr, "err", err, "wait", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-p.done:
+				return
+			}
+			continue
+		}
+		backoff = 0
+		if !s.track(c) {
+			c.Close()
+			svc.release()
+			return
+		}
+		go s.handle(c, svc)
+	}
+}
+
+func (svc *service) release() {
+	if svc.sem != nil {
+		<-svc.sem
+	}
+}
+
+// track registers an open connection for drain; it fails once shutdown has begun.
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+func (s *Server) handle(c net.Conn, svc *service) {
+	defer svc.release()
+	defer s.untrack(c)
+	if svc.Upstream != "" {
+		s.proxy(c, svc)
+	} else {
+		s.spawn(c, svc)
+	}
+}
+
+func (s *Server) proxy(c net.Conn, svc *service) {
+	up, err := dialUpstream(context.Background(), svc.Service)
+	if err != nil {
+		s.log.Error("upstream connect failed", "service", svc.Name, "peer", c.RemoteAddr().String(), "upstream", svc.Upstream, "err", err)
+		c.Close()
+		return
+	}
+	in, out := pipe(c, up, svc.IdleTimeout)
+	s.log.Debug("proxied", "service", svc.Name, "peer", c.RemoteAddr().String(), "in", in, "out", out)
+}
+
+func (s *Server) spawn(c net.Conn, svc *service) {
+	cmd, err := spawn(c, svc.Exec)
+	c.Close() // the child has its own copy
+	if err != nil {
+		s.log.Error("spawn failed", "service", svc.Name, "peer", c.RemoteAddr().String(), "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.kids[cmd] = struct{}{}
+	s.mu.Unlock()
+	err = cmd.Wait() // reap
+	s.mu.Lock()
+	delete(s.kids, cmd)
+	s.mu.Unlock()
+	if err != nil {
+		s.log.Warn("handler exited", "service", svc.Name, "peer", c.RemoteAddr().String(), "pid", cmd.Process.Pid, "err", err)
+	}
+}
+
+// killGrace is how long children get between SIGTERM and SIGKILL once the drain deadline passed.
+const killGrace = 2 * time.Second
+
+// Shutdown stops accepting, waits for open connections and children to finish until ctx is done,
+// then closes the connections and sends SIGTERM to the children that remain (SIGKILL
+// after killGrace).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.closeAll()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	n := len(s.conns)
+	for c := range s.conns {
+		c.Close()
+	}
+	for cmd := range s.kids {
+		cmd.Process.Signal(syscall.SIGTERM)
+	}
+	s.mu.Unlock()
+	s.log.Warn("drain deadline passed; closed the remaining connections", "open", n)
+	select {
+	case <-done:
+	case <-time.After(killGrace):
+		s.mu.Lock()
+		for cmd := range s.kids {
+			cmd.Process.Kill()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	return ctx.Err()
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for addr, p := range s.ports {
+		close(p.done)
+		p.ln.Close()
+		delete(s.ports, addr)
+	}
+}
