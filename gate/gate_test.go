@@ -164,7 +164,6 @@ func bufRead(c net.Conn) (string, error) {
 	return string(b[:n]), err
 }
 
-
 func TestIPv6Loopback(t *testing.T) {
 	for _, tc := range []struct {
 		rule  string
