@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/internal/config"
 )
 
@@ -13,7 +14,20 @@ type gated interface {
 	Configure(*config.Service)
 }
 
-// newGate wraps ln in a gate configured for svc. (Placeholder until package gate lands.)
+type gateListener struct {
+	*gate.Listener
+	log *slog.Logger
+}
+
+// newGate wraps ln in a gate configured for svc.
 func newGate(ln net.Listener, svc *config.Service, log *slog.Logger) gated {
-	panic("gate not ready")
+	g := &gateListener{gate.NewListener(ln, nil, gate.Options{}), log}
+	g.Configure(svc)
+	return g
+}
+
+// Configure applies svc's ACL and deny options to connections accepted from now on.
+func (g *gateListener) Configure(svc *config.Service) {
+	g.SetOptions(gate.Options{Reset: svc.Reset, DryRun: svc.DryRun, Logger: g.log.With("service", svc.Name)})
+	g.SetACL(svc.ACL.ACL)
 }
