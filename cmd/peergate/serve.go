@@ -48,10 +48,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			srv.Reload()
 			continue
 		}
-		drain := srv.DrainTimeout()
-		log.Info("stopping: draining open connections", "signal", sig.String(), "deadline", drain)
+		log.Info("stopping", "signal", sig.String())
 		stopWatch()
-		dctx, cancel := context.WithTimeout(context.Background(), drain)
+		dctx, cancel := context.WithTimeout(context.Background(), srv.DrainTimeout())
 		srv.Shutdown(dctx)
 		cancel()
 		<-served

@@ -303,6 +303,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing = true
 	s.mu.Unlock()
 	s.closeAll()
+	s.mu.Lock()
+	open := len(s.conns)
+	s.mu.Unlock()
+	deadline, _ := ctx.Deadline()
+	s.log.Info("stopped accepting; draining open connections", "open", open, "deadline", deadline.Format(time.RFC3339))
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {

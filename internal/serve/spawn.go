@@ -41,6 +41,12 @@ func ucspi(c net.Conn) []string {
 	if !rok || !lok {
 		return []string{"PROTO=UNIX"}
 	}
+	return UCSPI(remote, local)
+}
+
+// UCSPI returns the UCSPI-TCP variables (PROTO, TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP,
+// TCPLOCALPORT) for a connection between remote and local, as "NAME=value" strings.
+func UCSPI(remote, local netip.AddrPort) []string {
 	return []string{
 		"PROTO=TCP",
 		"TCPREMOTEIP=" + remote.Addr().String(),

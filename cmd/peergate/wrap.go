@@ -1,0 +1,160 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"log/syslog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+
+	"github.com/peergate/peergate/gate"
+	"github.com/peergate/peergate/internal/config"
+	"github.com/peergate/peergate/internal/serve"
+	"golang.org/x/sys/unix"
+)
+
+// listenFDsStart is the first descriptor systemd passes (SD_LISTEN_FDS_START).
+const listenFDsStart = 3
+
+// cmdWrap does tcpd's job. Started by inetd or xinetd with the accepted connection on fd 0, or by
+// systemd (Accept=yes) with it on fd 3, it reads the peer with getpeername on that descriptor,
+// judges it, and either execs PROGRAM with the connection as stdin and stdout and the UCSPI
+// variables set, or closes the connection and exits 1.
+func cmdWrap(args []string, stdout, stderr io.Writer) int {
+	f := newFlags("wrap", stderr).withACL().withLog()
+	logTo := f.String("log", "auto", "where to log: stderr, syslog, or auto (syslog when stderr is a socket, as under inetd; stderr otherwise)")
+	reset := f.Bool("reset", false, "deny with an RST instead of a FIN")
+	if !f.parse(args) {
+		return exitError
+	}
+	log, err := wrapLogger(f, *logTo, stderr)
+	if err != nil {
+		return fail(stderr, "wrap", err)
+	}
+	if f.NArg() == 0 {
+		log.Error("wrap: no program to run; usage: peergate wrap -config FILE -- PROGRAM [ARGS...]")
+		return exitError
+	}
+	fd, err := inheritedFD()
+	if err != nil {
+		log.Error("wrap: " + err.Error())
+		return exitError
+	}
+	file, err := config.Load(f.config)
+	var a *config.ACL
+	if err == nil {
+		a, err = file.Pick(f.acl)
+	}
+	if err != nil {
+		log.Error("wrap: config not loaded; connection closed", "err", err)
+		unix.Close(fd)
+		return exitError
+	}
+	peer, err := gate.PeerFromFD(fd)
+	if errors.Is(err, gate.ErrNotSocket) {
+		log.Error(fmt.Sprintf("wrap: fd %d is not a socket: run peergate wrap from inetd, xinetd or systemd (Accept=yes), which pass the connection as fd 0 or 3", fd))
+		return exitError
+	}
+	if err != nil {
+		log.Warn("wrap: peer not judged; connection closed", "err", err)
+		unix.Close(fd)
+		return exitDenied
+	}
+	d := peer.Decide(a.ACL)
+	rule, origin := "default", ""
+	if d.Rule != nil {
+		rule, origin = d.Rule.Prefix.String(), d.Rule.Origin.String()
+	}
+	if !d.Allowed() {
+		log.Info("peer denied", "peer", peer.String(), "rule", rule, "origin", origin, "program", f.Arg(0))
+		if *reset {
+			unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		}
+		unix.Close(fd)
+		return exitDenied
+	}
+	log.Info("peer allowed", "peer", peer.String(), "rule", rule, "origin", origin, "program", f.Arg(0))
+	prog, err := exec.LookPath(f.Arg(0))
+	if err == nil {
+		err = execWith(fd, peer, prog, f.Args())
+	}
+	log.Error("wrap: cannot run program; connection closed", "program", f.Arg(0), "err", err)
+	unix.Close(fd)
+	return exitError
+}
+
+// inheritedFD returns the descriptor of the connection: systemd's fd 3 when LISTEN_FDS and
+// LISTEN_PID say it is for this process, fd 0 otherwise.
+func inheritedFD() (int, error) {
+	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
+		return 0, nil
+	}
+	switch n := os.Getenv("LISTEN_FDS"); n {
+	case "1":
+		return listenFDsStart, nil
+	default:
+		return 0, fmt.Errorf("LISTEN_FDS=%s: wrap takes exactly one connection (use Accept=yes)", n)
+	}
+}
+
+// execWith replaces this process with prog, the connection as its stdin and stdout, and the
+// UCSPI variables in its environment. It returns only on failure.
+func execWith(fd int, peer gate.Peer, prog string, argv []string) error {
+	env := os.Environ()
+	if fd != 0 {
+		for _, k := range []string{"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"} {
+			os.Unsetenv(k)
+		}
+		env = os.Environ()
+		for _, target := range []int{0, 1} {
+			if err := unix.Dup2(fd, target); err != nil {
+				return err
+			}
+		}
+		unix.Close(fd)
+	}
+	if sa, err := unix.Getsockname(0); err == nil && !peer.Unix {
+		env = append(env, serve.UCSPI(peer.AddrPort, sockaddrPort(sa))...)
+	}
+	return syscall.Exec(prog, argv, env)
+}
+
+func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// wrapLogger picks where wrap logs. Under inetd, stderr is the client's socket: writing logs
+// there would send them to the client, so "auto" uses syslog then, as tcpd does.
+func wrapLogger(f *flags, to string, stderr io.Writer) (*slog.Logger, error) {
+	switch to {
+	case "auto":
+		var st unix.Stat_t
+		if err := unix.Fstat(2, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+			to = "syslog"
+		} else {
+			to = "stderr"
+		}
+	case "stderr", "syslog":
+	default:
+		return nil, fmt.Errorf("-log must be auto, stderr or syslog, not %q", to)
+	}
+	if to == "syslog" {
+		w, err := syslog.New(syslog.LOG_INFO|syslog.LOG_AUTH, "peergate")
+		if err != nil {
+			return slog.New(slog.NewTextHandler(io.Discard, nil)), nil // no syslog: stay silent rather than talk to the client
+		}
+		stderr = w
+	}
+	return f.logger(stderr), nil
+}
