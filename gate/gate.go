@@ -147,12 +147,12 @@ func (l *Listener) log(log *slog.Logger, ev *Event) {
 	if ev.HandedOn {
 		msg = "peer would be denied (dry run); handed on"
 	}
-	rule, origin := "default", ""
+	attrs := []slog.Attr{slog.String("listen", l.Addr().String()), slog.String("peer", ev.Peer.String()), slog.String("rule", "default")}
 	if r := ev.Decision.Rule; r != nil {
-		rule, origin = r.Prefix.String(), r.Origin.String()
+		attrs[2] = slog.String("rule", r.Prefix.String())
+		attrs = append(attrs, slog.String("origin", r.Origin.String()))
 	}
-	log.LogAttrs(ctx, slog.LevelInfo, msg, slog.String("listen", l.Addr().String()), slog.String("peer", ev.Peer.String()),
-		slog.String("rule", rule), slog.String("origin", origin))
+	log.LogAttrs(ctx, slog.LevelInfo, msg, attrs...)
 }
 
 // deny closes c, with an RST when reset is set and c supports SO_LINGER.
