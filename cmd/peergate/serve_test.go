@@ -366,3 +366,56 @@ func TestServeBadConfig(t *testing.T) {
 		t.Errorf("bare ACL: exit %d, stderr %q", status, errOut)
 	}
 }
+
+// TestServeMaxConns: with max_conns 1, a second client waits in the backlog until the first
+// leaves, and is then served.
+func TestServeMaxConns(t *testing.T) {
+	up, upCount := echoUpstream(t)
+	cfg := writeFile(t, t.TempDir(), "serve.yaml", fmt.Sprintf(proxyConfig, "127.0.0.1", up, "close")+"    max_conns: 1\n")
+	p := startServe(t, cfg)
+	addr := p.addr("echo")
+	first := dial(t, "127.0.0.1", addr)
+	roundTrip(t, first, "first")
+	second := dial(t, "127.0.0.1", addr) // the kernel completes the handshake; peergate must not accept
+	defer second.Close()
+	io.WriteString(second, "second")
+	second.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := second.Read(make([]byte, 8)); n != 0 || !os.IsTimeout(err) {
+		t.Fatalf("second client was served while the first held the only slot: %d bytes, %v", n, err)
+	}
+	if n := upCount(); n != 1 {
+		t.Fatalf("upstream saw %d connections with max_conns 1", n)
+	}
+	first.Close()
+	second.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(second, buf); err != nil || string(buf) != "second" {
+		t.Fatalf("second client after the first left: %q, %v", buf, err)
+	}
+}
+
+// TestServeIdleTimeout: a proxied connection quiet in both directions is closed.
+func TestServeIdleTimeout(t *testing.T) {
+	up, _ := echoUpstream(t)
+	const idle = 300 * time.Millisecond
+	cfg := writeFile(t, t.TempDir(), "serve.yaml", fmt.Sprintf(proxyConfig, "127.0.0.1", up, "close")+"    idle_timeout: 300ms\n")
+	p := startServe(t, cfg)
+	c := dial(t, "127.0.0.1", p.addr("echo"))
+	defer c.Close()
+	start := time.Now()
+	for range 4 { // traffic more often than the timeout keeps it open
+		roundTrip(t, c, "keepalive")
+		time.Sleep(idle / 3)
+	}
+	quiet := time.Now()
+	b, err := io.ReadAll(c)
+	if len(b) != 0 || err != nil {
+		t.Fatalf("read %q, %v; want EOF", b, err)
+	}
+	if waited := time.Since(quiet); waited < idle {
+		t.Errorf("closed after %v of quiet, before the %v idle timeout", waited, idle)
+	}
+	if total := time.Since(start); total < 4*idle/3+idle {
+		t.Errorf("closed after %v in all: traffic did not keep it open", total)
+	}
+}
