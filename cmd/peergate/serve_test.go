@@ -23,12 +23,19 @@ type proc struct {
 	lines chan string
 	mu    sync.Mutex
 	log   []string
-	done  chan error
+	done  chan struct{} // closed once the process has exited and err is set
+	err   error
 }
 
-func startServe(t *testing.T, cfg string) *proc {
+func startServe(t *testing.T, cfg string, flags ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, cmd: exec.Command(bin, "serve", "-config", cfg, "-watch", "50ms"), lines: make(chan string, 1024), done: make(chan error, 1)}
+	return startProc(t, append([]string{bin, "serve", "-config", cfg, "-watch", "50ms"}, flags...)...)
+}
+
+// startProc starts argv (peergate, or a command that runs it) and collects its stderr lines.
+func startProc(t *testing.T, argv ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, cmd: exec.Command(argv[0], argv[1:]...), lines: make(chan string, 4096), done: make(chan struct{})}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -45,10 +52,14 @@ func startServe(t *testing.T, cfg string) *proc {
 			p.lines <- sc.Text()
 		}
 		close(p.lines)
-		p.done <- p.cmd.Wait()
+		p.err = p.cmd.Wait()
+		close(p.done)
 	}()
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
+		for range p.lines { // let the reader reach EOF and reap the process
+		}
+		<-p.done
 		if t.Failed() {
 			p.mu.Lock()
 			t.Logf("peergate log:\n%s", strings.Join(p.log, "\n"))
@@ -78,6 +89,31 @@ func (p *proc) waitLog(re string) []string {
 	}
 }
 
+// waitLogs waits until every one of res has matched a log line, in any order.
+func (p *proc) waitLogs(res ...string) {
+	p.t.Helper()
+	left := map[*regexp.Regexp]bool{}
+	for _, re := range res {
+		left[regexp.MustCompile(re)] = true
+	}
+	deadline := time.After(10 * time.Second)
+	for len(left) > 0 {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				p.t.Fatalf("peergate exited before logging %q", res)
+			}
+			for rx := range left {
+				if rx.MatchString(l) {
+					delete(left, rx)
+				}
+			}
+		case <-deadline:
+			p.t.Fatalf("no log lines matching %v", left)
+		}
+	}
+}
+
 // addr waits for the "listening" line of service and returns the address.
 func (p *proc) addr(service string) string {
 	return p.waitLog(`msg=listening service=` + service + ` addr=(\S+)`)[1]
@@ -92,7 +128,8 @@ func (p *proc) signal(s os.Signal) {
 func (p *proc) wait() int {
 	p.t.Helper()
 	select {
-	case err := <-p.done:
+	case <-p.done:
+		err := p.err
 		if ee, ok := err.(*exec.ExitError); ok {
 			return ee.ExitCode()
 		}
@@ -170,6 +207,22 @@ func refused(t *testing.T, src, addr string) bool {
 	io.WriteString(c, "x")
 	b, err := io.ReadAll(c)
 	return len(b) == 0 && (err == nil || isReset(err))
+}
+
+// served reports whether a connection from src to addr reaches an echo behind peergate: one byte
+// goes there and back.
+func served(t *testing.T, src, addr string) bool {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "x")
+	n, _ := io.ReadFull(c, make([]byte, 1))
+	return n == 1
 }
 
 func isReset(err error) bool { return err != nil && strings.Contains(err.Error(), "reset") }

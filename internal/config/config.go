@@ -4,6 +4,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -39,6 +41,7 @@ var ErrNoACL = errors.New("no such ACL")
 // File is a loaded configuration.
 type File struct {
 	Path         string
+	Hash         string // sha256 of the file's bytes, hex: names the version in logs
 	ACLs         []*ACL // in the order written
 	Services     []*Service
 	DrainTimeout time.Duration // how long SIGTERM waits for open connections
@@ -84,7 +87,8 @@ func Parse(path string, data []byte) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{Path: path, DrainTimeout: DefaultDrainTimeout}
+	sum := sha256.Sum256(data)
+	f := &File{Path: path, Hash: hex.EncodeToString(sum[:]), DrainTimeout: DefaultDrainTimeout}
 	if root.Kind == yaml.MappingNode && !hasKey(root, "services") && !hasKey(root, "acls") {
 		spec, err := acl.SpecFromNode(path, root)
 		if err != nil {

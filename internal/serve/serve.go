@@ -102,7 +102,7 @@ func (s *Server) Reload() error {
 		s.log.Error("config reload failed; keeping the running config", "file", s.path, "err", err)
 		return err
 	}
-	s.log.Info("config reloaded", "file", s.path, "services", len(cfg.Services))
+	s.log.Info("config reloaded", "file", s.path, "sha256", cfg.Hash[:12], "services", len(cfg.Services))
 	return nil
 }
 
