@@ -1,0 +1,102 @@
+//go:build linux
+
+package kfilter
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/peergate/peergate/acl"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// Attach installs prog, as Compile returns it, as the socket filter of the socket behind rc
+// (SO_ATTACH_FILTER), replacing atomically any filter it had. On a listening socket it should be
+// called before traffic is expected; connections accepted before keep the filter they inherited.
+// The kernel's refusal is returned wrapped, so errors.Is(err, unix.ENOMEM) tells that the
+// program does not fit the socket's option memory (net.core.optmem_max); on an MPTCP socket the
+// error wraps ErrMPTCP. On error the socket keeps the filter it had.
+func Attach(rc syscall.RawConn, prog []bpf.RawInstruction) error {
+	switch {
+	case len(prog) == 0:
+		return ErrEmpty
+	case len(prog) > MaxInstructions:
+		return fmt.Errorf("%w: %d instructions (the kernel takes %d)", ErrTooLarge, len(prog), MaxInstructions)
+	}
+	filter := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	var serr error
+	var proto int
+	err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog)
+		if errors.Is(serr, unix.EOPNOTSUPP) {
+			proto, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL)
+		}
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("kfilter: attach: %w", err)
+	case serr != nil && proto == unix.IPPROTO_MPTCP:
+		return fmt.Errorf("%w: %w", ErrMPTCP, serr)
+	case serr != nil:
+		return fmt.Errorf("kfilter: attach (SO_ATTACH_FILTER, %d instructions): %w", len(prog), serr)
+	}
+	return nil
+}
+
+// Detach removes the socket filter of the socket behind rc (SO_DETACH_FILTER). A socket with no
+// filter is left as it is, with no error. Connections already accepted keep theirs.
+func Detach(rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("kfilter: detach: %w", err)
+	case serr != nil && !errors.Is(serr, unix.ENOENT): // ENOENT: there was no filter
+		return fmt.Errorf("kfilter: detach (SO_DETACH_FILTER): %w", serr)
+	}
+	return nil
+}
+
+// Apply compiles a for the family of the socket behind rc, an IPv4 or IPv6 TCP listener, and
+// attaches the program, replacing any filter the socket had. It is what a listener calls when it
+// starts and after each reload. On error (ErrTooLarge, ErrMPTCP, ErrFamily, the kernel's refusal)
+// the socket keeps the filter it had, if any; when the new ACL is too large, call Detach so that
+// no stale filter judges by the old rules.
+func Apply(rc syscall.RawConn, a *acl.ACL) error {
+	family, err := Family(rc)
+	if err != nil {
+		return err
+	}
+	prog, err := Compile(a, family)
+	if err != nil {
+		return err
+	}
+	return Attach(rc, prog)
+}
+
+// Family returns the address family of the socket behind rc, unix.AF_INET or unix.AF_INET6, or
+// an error wrapping ErrFamily for any other socket.
+func Family(rc syscall.RawConn) (int, error) {
+	var family int
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		family, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+	})
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("kfilter: %w", err)
+	case serr != nil:
+		return 0, fmt.Errorf("kfilter: SO_DOMAIN: %w", serr)
+	case family != unix.AF_INET && family != unix.AF_INET6:
+		return 0, fmt.Errorf("%w: family %d", ErrFamily, family)
+	}
+	return family, nil
+}

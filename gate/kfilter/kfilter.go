@@ -1,0 +1,68 @@
+// Package kfilter compiles an address ACL into a classic BPF socket filter and attaches it to a
+// listening TCP socket, so that the kernel drops the packets of denied peers, SYNs included,
+// before a connection exists. It is an optimisation in front of the gate, never a replacement:
+// the getpeername check after accept (package gate) stays the authority.
+//
+//	var lc net.ListenConfig
+//	lc.SetMultipathTCP(false) // the kernel takes no socket filter on an MPTCP socket
+//	ln, _ := lc.Listen(ctx, "tcp", ":8080")
+//	rc, _ := ln.(syscall.Conn).SyscallConn()
+//	if err := kfilter.Apply(rc, rules); err != nil {
+//		log.Print("no kernel filter; the gate still denies: ", err)
+//	}
+//	http.Serve(gate.NewListener(ln, rules, gate.Options{}), handler)
+//
+// # What the client sees
+//
+// A denied peer's SYN is dropped without a reply, so its connect gets no RST and no FIN: the
+// kernel retransmits the SYN (after 1 s, 3 s, 7 s, … on Linux) and the connect fails only when the
+// client's own timeout expires, typically after tens of seconds. A userspace denial completes the
+// handshake and then closes (FIN) or resets (RST) the connection, which the client sees at once.
+// The filter therefore costs a denied client time and tells it nothing, which is what a flood or a
+// scanner deserves, but a legitimate client that is denied by mistake hangs instead of failing
+// fast, and the server keeps no trace of the attempt: nothing is accepted, counted or logged.
+// Denials that must be logged or counted need the userspace gate alone.
+//
+// # Scope and limits
+//
+//   - The filter sees every packet for the socket and judges each by its source address: a SYN
+//     from a denied peer, and anything else it sends to the port, is dropped.
+//   - Accepted connections inherit the listener's filter (the kernel copies it to the new socket),
+//     so their packets are judged too, by the filter in force when they were accepted.
+//   - Attaching to a socket that has a filter replaces it atomically: each packet meets the old
+//     filter or the new one, never none. Apply again after a reload.
+//   - The program reads the source address from the IP header through the SKF_NET_OFF base. A
+//     packet that is neither IPv4 nor IPv6 is kept (fail open: the userspace check decides);
+//     so is one from an address the ACL allows. A load beyond the end of the packet would make the
+//     kernel drop it, but no such packet reaches a TCP socket: the IP layer has checked its
+//     header before.
+//   - A program holds at most MaxInstructions (4096) instructions. It is a binary search over the
+//     boundaries between allowed and denied ranges (neighbours of the same action merged first):
+//     one compare for each IPv4 boundary; for IPv6, a search over the first 32-bit word of the
+//     address, then over the next word among the boundaries that share the first, and so on. An
+//     allow-by-default ACL fits about 2030 scattered IPv4 addresses or prefixes to deny, on an
+//     AF_INET or an AF_INET6 socket, and about 1010 scattered IPv6 /64s, 840 /48s or 500 /128s
+//     (1010 if they share a /64). Larger ACLs give ErrTooLarge and should rely on the gate alone
+//     (or on Detach, so that no stale filter stays).
+//   - Go's net.Listen makes a multipath TCP (MPTCP) socket on Linux when the kernel supports it,
+//     and the kernel refuses socket filters on those (EOPNOTSUPP): listen with a net.ListenConfig
+//     on which SetMultipathTCP(false) was called. Attach reports the case with ErrMPTCP.
+//   - Linux only; elsewhere Attach, Detach and Apply return an error wrapping
+//     errors.ErrUnsupported. Compile works everywhere.
+package kfilter
+
+import "errors"
+
+// Errors of this package; test with errors.Is.
+var (
+	// ErrTooLarge means the ACL's program would not fit in MaxInstructions.
+	ErrTooLarge = errors.New("kfilter: ACL too large for a socket filter")
+	// ErrFamily means the socket, or the family asked of Compile, is neither IPv4 nor IPv6.
+	ErrFamily = errors.New("kfilter: not an IPv4 or IPv6 socket")
+	// ErrMPTCP means the socket is a multipath TCP socket, on which the kernel takes no filter.
+	ErrMPTCP = errors.New("kfilter: MPTCP socket takes no socket filter (listen with SetMultipathTCP(false))")
+	// ErrNoACL means a nil ACL was given.
+	ErrNoACL = errors.New("kfilter: no ACL")
+	// ErrEmpty means an empty program was given to Attach.
+	ErrEmpty = errors.New("kfilter: empty program")
+)
