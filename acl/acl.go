@@ -129,8 +129,13 @@ func New(spec Spec) (*ACL, error) {
 	}
 	// Sort so that a prefix comes before the prefixes it contains and, for the same prefix, deny
 	// comes before allow and an earlier rule before a later one: the first of equals decides.
-	// Sorting small keys and then placing the rules is several times faster than sorting rules.
-	keys := make([]sortKey, len(spec.Rules))
+	// IPv4 rules sort as packed integers (the bulk of a big blocklist), IPv6 rules as small keys;
+	// either is several times faster than sorting the rules themselves.
+	var keys4 []uint64
+	var keys6 []sortKey
+	if len(spec.Rules) >= 1<<key4Bits {
+		return nil, fmt.Errorf("%w: %d, an ACL holds at most %d", ErrTooMany, len(spec.Rules), 1<<key4Bits-1)
+	}
 	for i, r := range spec.Rules {
 		p, err := normalPrefix(r.Prefix)
 		if err == nil {
@@ -140,12 +145,25 @@ func New(spec Spec) (*ACL, error) {
 			return nil, fmt.Errorf("rule %d %s (%s): %w", i, r.Prefix, r.Origin, err)
 		}
 		first, _ := span(p)
-		keys[i] = sortKey{first, !p.Addr().Is4(), uint8(p.Bits()), r.Action, int32(i)}
+		if p.Addr().Is4() {
+			if keys4 == nil {
+				keys4 = make([]uint64, 0, len(spec.Rules))
+			}
+			keys4 = append(keys4, first.lo<<32|uint64(p.Bits())<<(key4Bits+1)|uint64(r.Action)<<key4Bits|uint64(i))
+		} else {
+			keys6 = append(keys6, sortKey{first, uint8(p.Bits()), r.Action, int32(i)})
+		}
 	}
-	slices.SortFunc(keys, compareKeys)
-	rules := make([]Rule, len(keys))
-	for i, k := range keys {
-		rules[i] = spec.Rules[k.i]
+	slices.Sort(keys4)
+	slices.SortFunc(keys6, compareKeys)
+	rules := make([]Rule, 0, len(spec.Rules))
+	for _, k := range keys4 {
+		rules = append(rules, spec.Rules[k&(1<<key4Bits-1)])
+	}
+	for _, k := range keys6 {
+		rules = append(rules, spec.Rules[k.i])
+	}
+	for i := range rules {
 		rules[i].Prefix, _ = normalPrefix(rules[i].Prefix)
 	}
 	a := &ACL{def: spec.Default, unix: spec.Unix, rules: rules}
@@ -192,9 +210,13 @@ func (a *ACL) Len() int { return len(a.rules) }
 // Rules returns a copy of the ACL's rules, ordered by prefix.
 func (a *ACL) Rules() []Rule { return slices.Clone(a.rules) }
 
+// key4Bits is how many low bits of an IPv4 sort key hold the rule's index. Above them: the action
+// (1 bit), the prefix length (6 bits) and the first address (32 bits).
+const key4Bits = 24
+
+// sortKey orders IPv6 rules.
 type sortKey struct {
 	first u128
-	v6    bool
 	bits  uint8
 	act   Action
 	i     int32
@@ -202,11 +224,6 @@ type sortKey struct {
 
 func compareKeys(a, b sortKey) int {
 	switch {
-	case a.v6 != b.v6:
-		if a.v6 {
-			return 1
-		}
-		return -1
 	case a.first != b.first:
 		if a.first.less(b.first) {
 			return -1

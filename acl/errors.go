@@ -15,6 +15,7 @@ var (
 	ErrAction         = errors.New("unknown action")
 	ErrMissingDefault = errors.New(`missing required key "default"`)
 	ErrInclude        = errors.New("cannot read include")
+	ErrTooMany        = errors.New("too many rules")
 	ErrUnknownKey     = conf.ErrUnknownKey
 	ErrDuplicateKey   = conf.ErrDuplicateKey
 	ErrSyntax         = conf.ErrSyntax

@@ -72,11 +72,15 @@ func FuzzParseList(f *testing.F) {
 
 // FuzzParsePrefix checks that what ParsePrefix accepts round-trips through its String form.
 func FuzzParsePrefix(f *testing.F) {
-	for _, s := range []string{"10.0.0.0/8", "::1", "::ffff:1.2.3.4/120", "10.0.0.1/8", "fe80::%x/64"} {
+	for _, s := range []string{"10.0.0.0/8", "::1", "::ffff:1.2.3.4/120", "10.0.0.1/8", "fe80::%x/64",
+		"1.2.3.4", "01.2.3.4", "1.2.3.0/024", "255.255.255.255/32", "256.1.1.1", "1.2.3.4/33", "1.2.3.4/"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		p, err := ParsePrefix(s)
+		if fast, ok := parse4([]byte(s)); ok && (err != nil || fast != p) {
+			t.Fatalf("parse4(%q) = %v, but ParsePrefix gives %v, %v", s, fast, p, err)
+		}
 		if err != nil {
 			return
 		}

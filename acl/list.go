@@ -2,10 +2,10 @@ package acl
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/peergate/peergate/internal/conf"
 )
@@ -25,21 +25,27 @@ func parseList(name string, r io.Reader, act Action, hint int) ([]Rule, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for line := 1; sc.Scan(); line++ {
-		s := sc.Text()
-		if i := strings.IndexAny(s, "#;"); i >= 0 {
-			s = s[:i]
+		b := sc.Bytes()
+		if i := bytes.IndexAny(b, "#;"); i >= 0 {
+			b = b[:i]
 		}
-		s = strings.TrimSpace(s)
-		if s == "" {
+		b = bytes.TrimSpace(b)
+		if len(b) == 0 {
 			continue
 		}
-		if strings.IndexAny(s, " \t") >= 0 {
-			errs.At(name, line, s, fmt.Errorf("%w: one address or prefix per line", ErrSyntax))
-		} else if p, err := ParsePrefix(s); err != nil {
-			errs.At(name, line, s, err)
-		} else {
-			rules = append(rules, Rule{Prefix: p, Action: act, Origin: Origin{name, line}})
+		p, ok := parse4(b) // most lines of a big list: no allocation
+		if !ok {
+			s := string(b)
+			var err error
+			if bytes.IndexAny(b, " \t") >= 0 {
+				errs.At(name, line, s, fmt.Errorf("%w: one address or prefix per line", ErrSyntax))
+				continue
+			} else if p, err = ParsePrefix(s); err != nil {
+				errs.At(name, line, s, err)
+				continue
+			}
 		}
+		rules = append(rules, Rule{Prefix: p, Action: act, Origin: Origin{name, line}})
 	}
 	if err := sc.Err(); err != nil {
 		errs.Add(&PosError{File: name, Err: err})
@@ -52,14 +58,11 @@ func parseList(name string, r io.Reader, act Action, hint int) ([]Rule, error) {
 
 // LoadList reads the list file at path with ParseList.
 func LoadList(path string, act Action) ([]Rule, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	hint := 0
-	if fi, err := f.Stat(); err == nil {
-		hint = int(min(fi.Size()/16, 1<<24)) // a typical line holds 14 to 30 bytes
-	}
-	return parseList(path, f, act, hint)
+	// Size the rules exactly: a big list is most of an ACL's memory, and growing it by doubling
+	// would touch twice the pages.
+	return parseList(path, bytes.NewReader(data), act, bytes.Count(data, []byte{'\n'})+1)
 }

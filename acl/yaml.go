@@ -74,7 +74,11 @@ func SpecFromNode(name string, n *yaml.Node) (Spec, error) {
 			}
 		case "include":
 			for _, item := range conf.Sequence(name, v, &errs) {
-				spec.Rules = append(spec.Rules, include(name, item, &errs)...)
+				if rules := include(name, item, &errs); len(spec.Rules) == 0 {
+					spec.Rules = rules // a big list: no copy
+				} else {
+					spec.Rules = append(spec.Rules, rules...)
+				}
 			}
 		default:
 			conf.Unknown(&errs, name, k, "default, allow, deny, include or unix")

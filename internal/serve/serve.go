@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -64,6 +65,7 @@ func New(path string, log *slog.Logger) (*Server, error) {
 		s.closeAll()
 		return nil, err
 	}
+	debug.FreeOSMemory() // see Reload
 	return s, nil
 }
 
@@ -103,6 +105,9 @@ func (s *Server) Reload() error {
 		return err
 	}
 	s.log.Info("config reloaded", "file", s.path, "sha256", cfg.Hash[:12], "services", len(cfg.Services))
+	// Loading a big list leaves garbage a few times the size of the ACL it built (the file, the
+	// parsed rules, the sort): hand it back to the kernel now, not minutes later.
+	debug.FreeOSMemory()
 	return nil
 }
 
