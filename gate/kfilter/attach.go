@@ -67,9 +67,15 @@ func Detach(rc syscall.RawConn) error {
 
 // Apply compiles a for the family of the socket behind rc, an IPv4 or IPv6 TCP listener, and
 // attaches the program, replacing any filter the socket had. It is what a listener calls when it
-// starts and after each reload. On error (ErrTooLarge, ErrMPTCP, ErrFamily, the kernel's refusal)
-// the socket keeps the filter it had, if any; when the new ACL is too large, call Detach so that
-// no stale filter judges by the old rules.
+// starts and after each reload.
+//
+// The kernel charges a filter to the socket's option memory (net.core.optmem_max: 128 KiB by
+// default on recent kernels, 20 KiB on older ones), and during an atomic replacement it holds the
+// old and the new filter at once: two programs near MaxInstructions may not fit together. When that fails with ENOMEM, Apply detaches the old filter and attaches
+// the new one: in between, the socket has no filter and every SYN reaches accept, where the gate
+// judges it. On any other error (ErrTooLarge, ErrMPTCP, ErrFamily, the kernel's refusal) the
+// socket keeps the filter it had, if any; when the new ACL is too large, call Detach so that no
+// stale filter goes on judging by the old rules.
 func Apply(rc syscall.RawConn, a *acl.ACL) error {
 	family, err := Family(rc)
 	if err != nil {
@@ -79,7 +85,14 @@ func Apply(rc syscall.RawConn, a *acl.ACL) error {
 	if err != nil {
 		return err
 	}
-	return Attach(rc, prog)
+	err = Attach(rc, prog)
+	if errors.Is(err, unix.ENOMEM) {
+		if derr := Detach(rc); derr != nil {
+			return errors.Join(err, derr)
+		}
+		err = Attach(rc, prog)
+	}
+	return err
 }
 
 // Family returns the address family of the socket behind rc, unix.AF_INET or unix.AF_INET6, or

@@ -131,7 +131,9 @@ type leaf struct {
 	act    acl.Action
 }
 
-func (l leaf) same(m leaf) bool { return l.node == nil && m.node == nil && l.mapped == m.mapped && l.act == m.act }
+func (l leaf) same(m leaf) bool {
+	return l.node == nil && m.node == nil && l.mapped == m.mapped && l.act == m.act
+}
 
 // span is a range of addresses, first to last inclusive, with its leaf.
 type span struct {
