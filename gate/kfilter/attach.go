@@ -67,30 +67,34 @@ func Detach(rc syscall.RawConn) error {
 
 // Apply compiles a for the family of the socket behind rc, an IPv4 or IPv6 TCP listener, and
 // attaches the program, replacing any filter the socket had. It is what a listener calls when it
-// starts and after each reload.
+// starts and after each reload. Whatever happens, Apply leaves the socket filtering by a, or not
+// filtering at all, never by a stale ACL: when a cannot be compiled (ErrTooLarge) or attached,
+// it detaches the old filter and returns the error, and the gate alone judges from then on. (If
+// the detach fails too, as on a socket whose filter was locked with SO_LOCK_FILTER, the error
+// joins both.)
 //
 // The kernel charges a filter to the socket's option memory (net.core.optmem_max: 128 KiB by
 // default on recent kernels, 20 KiB on older ones), and during an atomic replacement it holds the
-// old and the new filter at once: two programs near MaxInstructions may not fit together. When that fails with ENOMEM, Apply detaches the old filter and attaches
-// the new one: in between, the socket has no filter and every SYN reaches accept, where the gate
-// judges it. On any other error (ErrTooLarge, ErrMPTCP, ErrFamily, the kernel's refusal) the
-// socket keeps the filter it had, if any; when the new ACL is too large, call Detach so that no
-// stale filter goes on judging by the old rules.
+// old and the new filter at once, so two programs near MaxInstructions may not fit together.
+// When the replacement fails with ENOMEM, Apply detaches the old filter and attaches the new one:
+// in between, the socket has no filter and every SYN reaches accept, where the gate judges it.
 func Apply(rc syscall.RawConn, a *acl.ACL) error {
 	family, err := Family(rc)
 	if err != nil {
-		return err
+		return err // not a socket Apply could have filtered before
 	}
 	prog, err := Compile(a, family)
-	if err != nil {
-		return err
-	}
-	err = Attach(rc, prog)
-	if errors.Is(err, unix.ENOMEM) {
-		if derr := Detach(rc); derr != nil {
-			return errors.Join(err, derr)
+	if err == nil {
+		if err = Attach(rc, prog); err == nil || errors.Is(err, ErrMPTCP) {
+			return err // attached, or a socket that takes no filter and so has none
 		}
-		err = Attach(rc, prog)
+	}
+	// No new filter: remove the old one, so that it judges no more.
+	if derr := Detach(rc); derr != nil {
+		return errors.Join(err, derr)
+	}
+	if errors.Is(err, unix.ENOMEM) { // the old and the new did not fit together
+		return Attach(rc, prog)
 	}
 	return err
 }

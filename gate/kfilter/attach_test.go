@@ -234,6 +234,32 @@ func TestReattachReplaces(t *testing.T) {
 	expectAccepted(t, ln, ch, "127.0.0.3", "127.0.0.2", "127.0.0.3")
 }
 
+// TestApplyTooLargeDetaches: when the new ACL does not fit, Apply removes the old filter rather
+// than leave it judging by rules that are no longer in force.
+func TestApplyTooLargeDetaches(t *testing.T) {
+	ln := listen(t, "127.0.0.1:0")
+	rc := rawConn(t, ln)
+	apply(t, ln, "deny 127.0.0.2")
+	if filterLen(t, rc) == 0 {
+		t.Fatal("no filter attached")
+	}
+	spec := acl.Spec{Default: acl.Allow}
+	for i := range uint32(5000) {
+		v := (i + 1) * 2654435761
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 32)
+		spec.Rules = append(spec.Rules, acl.Rule{Prefix: p, Action: acl.Deny})
+	}
+	if err := kfilter.Apply(rc, acl.MustNew(spec)); !errors.Is(err, kfilter.ErrTooLarge) {
+		t.Fatalf("Apply: %v, want ErrTooLarge", err)
+	}
+	if n := filterLen(t, rc); n != 0 {
+		t.Fatalf("a %d-instruction filter is still attached", n)
+	}
+	ch := acceptor(ln)
+	mustConnect(t, "127.0.0.2", ln.Addr().String())
+	expectAccepted(t, ln, ch, "127.0.0.2")
+}
+
 // TestLargestPrograms: programs of nearly MaxInstructions attach (net.core.optmem_max allows
 // them), replace one another, and still decide as the ACL does.
 func TestLargestPrograms(t *testing.T) {

@@ -55,8 +55,8 @@
 //     address, then over the next word among the boundaries that share the first, and so on. An
 //     allow-by-default ACL fits about 2030 scattered IPv4 addresses or prefixes to deny, on an
 //     AF_INET or an AF_INET6 socket, and about 1010 scattered IPv6 /64s, 840 /48s or 500 /128s
-//     (1010 if they share a /64). Larger ACLs give ErrTooLarge and should rely on the gate alone
-//     (or on Detach, so that no stale filter stays).
+//     (1010 if they share a /64). Larger ACLs give ErrTooLarge; Apply then
+//     removes any older filter, so that no stale ACL goes on judging, and the gate alone decides.
 //   - Go's net.Listen makes a multipath TCP (MPTCP) socket on Linux when the kernel supports it,
 //     and the kernel refuses socket filters on those (EOPNOTSUPP): listen with a net.ListenConfig
 //     on which SetMultipathTCP(false) was called. Attach reports the case with ErrMPTCP.
