@@ -43,6 +43,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			log.Info("listening", "service", name, "addr", a.String())
 		}
 	}
+	if a := srv.AdminAddr(); a != nil {
+		log.Info("listening", "service", "admin", "addr", a.String(), "paths", "/metrics /healthz /config")
+	}
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			srv.Reload()

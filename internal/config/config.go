@@ -45,7 +45,22 @@ type File struct {
 	ACLs         []*ACL // in the order written
 	Services     []*Service
 	DrainTimeout time.Duration // how long SIGTERM waits for open connections
+	Admin        *Admin        // nil: no admin listener
 }
+
+// Admin is the optional admin listener of "peergate serve": metrics, health and the effective
+// config over HTTP.
+type Admin struct {
+	Line   int
+	Listen string // "host:port"
+	ACL    *ACL   // who may connect; LoopbackACL unless the file names one
+}
+
+// LoopbackACL allows only loopback peers (127.0.0.0/8 and ::1): the admin listener's default.
+var LoopbackACL = &ACL{Name: "loopback", ACL: acl.MustNew(acl.Spec{Default: acl.Deny, Rules: []acl.Rule{
+	{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Action: acl.Allow},
+	{Prefix: netip.MustParsePrefix("::1/128"), Action: acl.Allow},
+}})}
 
 // ACL is one named ACL of a file. A bare ACL file holds one, named after the file.
 type ACL struct {
@@ -103,7 +118,7 @@ func Parse(path string, data []byte) (*File, error) {
 		return f, nil
 	}
 	var errs conf.Errors
-	var services *yaml.Node
+	var services, admin *yaml.Node
 	conf.Mapping(path, root, &errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "acls":
@@ -116,10 +131,15 @@ func Parse(path string, data []byte) (*File, error) {
 			services = v // after acls, which services refer to, wherever it is written
 		case "drain_timeout":
 			f.DrainTimeout = duration(path, v, &errs)
+		case "admin":
+			admin = v // after acls, like services
 		default:
-			conf.Unknown(&errs, path, k, "acls, services or drain_timeout")
+			conf.Unknown(&errs, path, k, "acls, services, drain_timeout or admin")
 		}
 	})
+	if admin != nil {
+		f.Admin = f.admin(admin, &errs)
+	}
 	if services != nil {
 		names := map[string]int{}
 		for _, n := range conf.Sequence(path, services, &errs) {
@@ -198,15 +218,8 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 				}
 			}
 		case "acl":
-			name, ok := conf.Scalar(path, v, errs)
 			aclLine = v.Line
-			if !ok {
-				return
-			}
-			if i := slices.IndexFunc(f.ACLs, func(a *ACL) bool { return a.Name == name }); i >= 0 {
-				s.ACL = f.ACLs[i]
-			} else {
-				errs.At(path, v.Line, name, fmt.Errorf("%w: no ACL of that name under acls (have %s)", ErrConfig, f.aclNames()))
+			if s.ACL = f.namedACL(v, errs); s.ACL == nil {
 				aclLine = -1
 			}
 		case "upstream":
@@ -272,6 +285,47 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 		need("exactly one of upstream (proxy) and exec (spawn)")
 	}
 	return s
+}
+
+// namedACL returns the ACL that the scalar v names, or nil after reporting that there is none.
+func (f *File) namedACL(v *yaml.Node, errs *conf.Errors) *ACL {
+	name, ok := conf.Scalar(f.Path, v, errs)
+	if !ok {
+		return nil
+	}
+	if i := slices.IndexFunc(f.ACLs, func(a *ACL) bool { return a.Name == name }); i >= 0 {
+		return f.ACLs[i]
+	}
+	errs.At(f.Path, v.Line, name, fmt.Errorf("%w: no ACL of that name under acls (have %s)", ErrConfig, f.aclNames()))
+	return nil
+}
+
+// admin reads the "admin" mapping: listen (required) and acl (default: loopback only).
+func (f *File) admin(n *yaml.Node, errs *conf.Errors) *Admin {
+	a := &Admin{Line: n.Line, ACL: LoopbackACL}
+	conf.Mapping(f.Path, n, errs, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "listen":
+			if addr, ok := conf.Scalar(f.Path, v, errs); ok {
+				if _, isUnix := UnixPath(addr); isUnix {
+					errs.At(f.Path, v.Line, addr, fmt.Errorf("%w: the admin listener takes IP:PORT", ErrConfig))
+				} else if err := checkListen(addr); err != nil {
+					errs.At(f.Path, v.Line, addr, err)
+				}
+				a.Listen = addr
+			}
+		case "acl":
+			if named := f.namedACL(v, errs); named != nil {
+				a.ACL = named
+			}
+		default:
+			conf.Unknown(errs, f.Path, k, "listen or acl")
+		}
+	})
+	if a.Listen == "" {
+		errs.At(f.Path, n.Line, "admin", fmt.Errorf("%w: admin needs listen (e.g. 127.0.0.1:9180)", ErrConfig))
+	}
+	return a
 }
 
 func (f *File) aclNames() string {

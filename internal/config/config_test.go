@@ -87,6 +87,42 @@ func TestBareACLFile(t *testing.T) {
 	}
 }
 
+func TestAdmin(t *testing.T) {
+	const base = "acls:\n  ops: {default: deny, allow: [10.0.0.0/8]}\nservices:\n  - {name: s, listen: [\":1\"], acl: ops, upstream: \"x:1\"}\n"
+	for _, tc := range []struct {
+		name, yaml, listen string
+		acl                *ACL
+	}{
+		{"none", base, "", nil},
+		{"loopback by default", base + "admin: {listen: \"127.0.0.1:9180\"}\n", "127.0.0.1:9180", LoopbackACL},
+		{"named ACL", base + "admin: {listen: \"[::1]:9180\", acl: ops}\n", "[::1]:9180", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := Load(write(t, t.TempDir(), "c.yaml", tc.yaml, 0o644))
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tc.listen == "":
+				if f.Admin != nil {
+					t.Errorf("Admin = %+v, want none", f.Admin)
+				}
+			case f.Admin == nil || f.Admin.Listen != tc.listen:
+				t.Errorf("Admin = %+v, want listen %s", f.Admin, tc.listen)
+			case tc.acl != nil && f.Admin.ACL != tc.acl, tc.acl == nil && f.Admin.ACL != f.ACLs[0]:
+				t.Errorf("admin ACL = %s", f.Admin.ACL.Name)
+			}
+		})
+	}
+	lo := LoopbackACL.ACL
+	for addr, want := range map[string]acl.Action{"127.0.0.1": acl.Allow, "127.9.9.9": acl.Allow, "::1": acl.Allow,
+		"::ffff:127.0.0.2": acl.Allow, "10.0.0.1": acl.Deny, "::2": acl.Deny} {
+		if got := lo.Decide(netip.MustParseAddr(addr)).Action; got != want {
+			t.Errorf("loopback ACL: %s is %v, want %v", addr, got, want)
+		}
+	}
+}
+
 func TestErrors(t *testing.T) {
 	const svc = "acls:\n  a: {default: deny}\nservices:\n  - name: s\n    listen: [\"127.0.0.1:1\"]\n    acl: a\n"
 	for _, tc := range []struct {
@@ -112,6 +148,10 @@ func TestErrors(t *testing.T) {
 		{"unknown service key", svc + "    upstream: x:1\n    timeout: 1s\n", 8, "timeout", acl.ErrUnknownKey},
 		{"duplicate service key", svc + "    upstream: x:1\n    upstream: y:1\n", 8, "upstream", acl.ErrDuplicateKey},
 		{"missing program", svc + "    exec: [./no-such-program]\n", 7, "./no-such-program", ErrConfig},
+		{"admin without listen", svc + "    upstream: x:1\nadmin: {acl: a}\n", 8, "admin", ErrConfig},
+		{"admin unknown ACL", svc + "    upstream: x:1\nadmin: {listen: \"127.0.0.1:9\", acl: ops}\n", 8, "ops", ErrConfig},
+		{"admin on a unix socket", svc + "    upstream: x:1\nadmin: {listen: \"unix:/tmp/a\"}\n", 8, "unix:/tmp/a", ErrConfig},
+		{"admin unknown key", svc + "    upstream: x:1\nadmin: {listen: \"127.0.0.1:9\", port: 9}\n", 8, "port", acl.ErrUnknownKey},
 		{"duplicate service name", svc + "    upstream: x:1\n  - name: s\n    listen: [\":2\"]\n    acl: a\n    upstream: x:1\n", 8, "s", ErrConfig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

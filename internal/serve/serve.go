@@ -34,6 +34,9 @@ type Server struct {
 	files   []string // what Watch polls: the config and the files its rules came from
 	closing bool
 	wg      sync.WaitGroup // accept loops, connections and children
+	loaded  time.Time      // when cfg was loaded
+	m       *metrics
+	admin   *admin // nil: no admin listener
 }
 
 // port is one listening address and the service it currently serves.
@@ -44,10 +47,11 @@ type port struct {
 	done chan struct{}
 }
 
-// service is a config.Service with its connection slots.
+// service is a config.Service with its connection slots and metrics.
 type service struct {
 	*config.Service
 	sem chan struct{} // nil: no cap
+	m   *svcMetrics
 }
 
 // New loads the config at path and opens its listeners. Nothing is served until Serve.
@@ -60,10 +64,18 @@ func New(path string, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("%s: %w: no services to serve", path, config.ErrConfig)
 	}
 	s := &Server{path: path, log: log, ports: map[string]*port{}, sems: map[string]chan struct{}{},
-		conns: map[net.Conn]struct{}{}, kids: map[*exec.Cmd]struct{}{}}
+		conns: map[net.Conn]struct{}{}, kids: map[*exec.Cmd]struct{}{}, m: newMetrics()}
 	if err := s.apply(cfg); err != nil {
 		s.closeAll()
 		return nil, err
+	}
+	if cfg.Admin != nil {
+		a, err := s.newAdmin(cfg.Admin)
+		if err != nil {
+			s.closeAll()
+			return nil, err
+		}
+		s.admin = a
 	}
 	debug.FreeOSMemory() // see Reload
 	return s, nil
@@ -101,9 +113,12 @@ func (s *Server) Reload() error {
 		err = s.apply(cfg)
 	}
 	if err != nil {
+		s.m.reloads.WithLabelValues("failure").Inc()
 		s.log.Error("config reload failed; keeping the running config", "file", s.path, "err", err)
 		return err
 	}
+	s.m.reloads.WithLabelValues("success").Inc()
+	s.reconfigureAdmin(cfg.Admin)
 	s.log.Info("config reloaded", "file", s.path, "sha256", cfg.Hash[:12], "services", len(cfg.Services))
 	// Loading a big list leaves garbage a few times the size of the ACL it built (the file, the
 	// parsed rules, the sort): hand it back to the kernel now, not minutes later.
@@ -129,8 +144,9 @@ func (s *Server) apply(cfg *config.File) error {
 			sem = make(chan struct{}, c.MaxConns)
 		}
 		sems[c.Name] = sem
+		svc := &service{c, sem, s.m.service(c.Name)}
 		for _, a := range c.Listen {
-			want[a] = &service{c, sem}
+			want[a] = svc
 		}
 	}
 	opened := map[string]*port{}
@@ -145,11 +161,11 @@ func (s *Server) apply(cfg *config.File) error {
 			}
 			return fmt.Errorf("service %s: %w", svc.Name, err)
 		}
-		opened[addr] = &port{addr: addr, ln: newGate(ln, svc.Service, s.log), done: make(chan struct{})}
+		opened[addr] = &port{addr: addr, ln: newGate(ln, svc, s.log), done: make(chan struct{})}
 	}
 	for addr, p := range s.ports {
 		if svc, ok := want[addr]; ok {
-			p.ln.Configure(svc.Service)
+			p.ln.Configure(svc)
 			p.svc.Store(svc)
 		} else {
 			close(p.done)
@@ -165,7 +181,8 @@ func (s *Server) apply(cfg *config.File) error {
 			go s.accept(p)
 		}
 	}
-	s.cfg, s.sems, s.files = cfg, sems, sourceFiles(cfg)
+	s.cfg, s.sems, s.files, s.loaded = cfg, sems, sourceFiles(cfg), time.Now()
+	s.m.loaded(cfg)
 	return nil
 }
 
@@ -185,6 +202,7 @@ func (s *Server) Serve() error {
 		go s.accept(p)
 	}
 	s.mu.Unlock()
+	go s.serveAdmin()
 	s.wg.Wait()
 	return nil
 }
@@ -260,6 +278,8 @@ func (s *Server) untrack(c net.Conn) {
 func (s *Server) handle(c net.Conn, svc *service) {
 	defer svc.release()
 	defer s.untrack(c)
+	svc.m.active.Inc()
+	defer svc.m.active.Dec()
 	if svc.Upstream != "" {
 		s.proxy(c, svc)
 	} else {
@@ -268,13 +288,18 @@ func (s *Server) handle(c net.Conn, svc *service) {
 }
 
 func (s *Server) proxy(c net.Conn, svc *service) {
+	t0 := time.Now()
 	up, err := dialUpstream(context.Background(), svc.Service)
 	if err != nil {
+		svc.m.upFail.Inc()
 		s.log.Error("upstream connect failed", "service", svc.Name, "peer", c.RemoteAddr().String(), "upstream", svc.Upstream, "err", err)
 		c.Close()
 		return
 	}
+	svc.m.upLatency.Observe(time.Since(t0).Seconds())
 	in, out := pipe(c, up, svc.IdleTimeout)
+	svc.m.bytesIn.Add(float64(in))
+	svc.m.bytesOut.Add(float64(out))
 	s.log.Debug("proxied", "service", svc.Name, "peer", c.RemoteAddr().String(), "in", in, "out", out)
 }
 
@@ -304,6 +329,7 @@ const killGrace = 2 * time.Second
 // then closes the connections and sends SIGTERM to the children that remain (SIGKILL
 // after killGrace).
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.closeAdmin() // last: /healthz says 503 while draining
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()

@@ -1,0 +1,145 @@
+package serve
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/peergate/peergate/gate"
+	"github.com/peergate/peergate/internal/config"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// admin is the optional HTTP listener for /metrics, /healthz and /config, guarded by its own ACL.
+type admin struct {
+	addr string // as configured
+	ln   *gate.Listener
+	srv  *http.Server
+}
+
+func (s *Server) newAdmin(c *config.Admin) (*admin, error) {
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	g := gate.NewListener(ln, c.ACL.ACL, gate.Options{Logger: s.log.With("service", "admin")})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /config", s.effectiveConfig)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	return &admin{addr: c.Listen, ln: g, srv: srv}, nil
+}
+
+// AdminAddr returns the address the admin listener listens on, or nil when there is none.
+func (s *Server) AdminAddr() net.Addr {
+	if s.admin == nil {
+		return nil
+	}
+	return s.admin.ln.Addr()
+}
+
+// serveAdmin serves the admin listener until shutdown.
+func (s *Server) serveAdmin() {
+	if s.admin == nil {
+		return
+	}
+	if err := s.admin.srv.Serve(s.admin.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("admin listener failed", "listen", s.admin.addr, "err", err)
+	}
+}
+
+// reconfigureAdmin applies a reloaded file's admin ACL. The admin listener itself is opened once:
+// adding, removing or moving it needs a restart, which is logged.
+func (s *Server) reconfigureAdmin(c *config.Admin) {
+	switch {
+	case s.admin == nil && c == nil:
+	case s.admin != nil && c != nil && c.Listen == s.admin.addr:
+		s.admin.ln.SetACL(c.ACL.ACL)
+	default:
+		s.log.Warn("admin listener changed in the config; restart peergate to apply it")
+	}
+}
+
+func (s *Server) closeAdmin() {
+	if s.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.admin.srv.Shutdown(ctx)
+		s.admin.ln.Close() // in case Serve never ran
+	}
+}
+
+// healthz answers 200 while the services listen with a loaded config, 503 once draining.
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	ok := s.cfg != nil && !s.closing && len(s.ports) > 0
+	s.mu.Unlock()
+	if !ok {
+		http.Error(w, "not serving", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// effective is the running config as /config shows it.
+type effective struct {
+	File         string         `json:"file"`
+	SHA256       string         `json:"sha256"`
+	Loaded       time.Time      `json:"loaded"`
+	DrainTimeout string         `json:"drain_timeout"`
+	ACLs         []effectiveACL `json:"acls"`
+	Services     []effectiveSvc `json:"services"`
+	Admin        *effectiveSvc  `json:"admin,omitempty"`
+}
+
+type effectiveACL struct {
+	Name    string `json:"name"`
+	Rules   int    `json:"rules"`
+	Default string `json:"default"`
+	Unix    string `json:"unix"`
+}
+
+type effectiveSvc struct {
+	Name           string   `json:"name"`
+	Listen         []string `json:"listen"`
+	ACL            string   `json:"acl"`
+	Upstream       string   `json:"upstream,omitempty"`
+	Exec           []string `json:"exec,omitempty"`
+	OnDeny         string   `json:"on_deny,omitempty"`
+	DryRun         bool     `json:"dry_run,omitempty"`
+	ConnectTimeout string   `json:"connect_timeout,omitempty"`
+	IdleTimeout    string   `json:"idle_timeout,omitempty"`
+	MaxConns       *int     `json:"max_conns,omitempty"`
+}
+
+func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	cfg, loaded := s.cfg, s.loaded
+	s.mu.Unlock()
+	e := effective{File: cfg.Path, SHA256: cfg.Hash, Loaded: loaded, DrainTimeout: cfg.DrainTimeout.String(),
+		ACLs: []effectiveACL{}, Services: []effectiveSvc{}}
+	for _, a := range cfg.ACLs {
+		e.ACLs = append(e.ACLs, effectiveACL{a.Name, a.ACL.Len(), a.ACL.Default().String(), a.ACL.Unix().Action.String()})
+	}
+	for _, c := range cfg.Services {
+		onDeny := "close"
+		if c.Reset {
+			onDeny = "reset"
+		}
+		e.Services = append(e.Services, effectiveSvc{Name: c.Name, Listen: c.Listen, ACL: c.ACL.Name,
+			Upstream: c.Upstream, Exec: c.Exec, OnDeny: onDeny, DryRun: c.DryRun,
+			ConnectTimeout: c.ConnectTimeout.String(), IdleTimeout: c.IdleTimeout.String(), MaxConns: &c.MaxConns})
+	}
+	if cfg.Admin != nil {
+		e.Admin = &effectiveSvc{Name: "admin", Listen: []string{cfg.Admin.Listen}, ACL: cfg.Admin.ACL.Name}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(e)
+}

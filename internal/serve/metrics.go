@@ -1,0 +1,181 @@
+package serve
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/gate"
+	"github.com/peergate/peergate/internal/config"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// RuleLabels is how many distinct deciding rules a service's peergate_denials_total tells apart.
+// The first RuleLabels rules that deny something keep their own series; denials by any other
+// rule count under rule="other", so a million-line blocklist cannot explode the label set.
+const RuleLabels = 100
+
+// metrics are the Prometheus metrics of a Server, in a registry of their own.
+type metrics struct {
+	reg       *prometheus.Registry
+	conns     *prometheus.CounterVec
+	denials   *prometheus.CounterVec
+	active    *prometheus.GaugeVec
+	bytes     *prometheus.CounterVec
+	upFail    *prometheus.CounterVec
+	upLatency *prometheus.HistogramVec
+	reloads   *prometheus.CounterVec
+	cfgInfo   *prometheus.GaugeVec
+	cfgTime   prometheus.Gauge
+	aclRules  *prometheus.GaugeVec
+
+	mu    sync.Mutex
+	rules map[string]*ruleSet // by service name, kept across reloads
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), rules: map[string]*ruleSet{}}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	m.conns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_connections_total",
+		Help: "Connections judged, by service, verdict (allow, deny) and reason (acl; peer_error: the peer " +
+			"could not be found or judged, denied to fail closed; dry_run: the ACL denied, dry_run handed it on)."},
+		[]string{"service", "verdict", "reason"})
+	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_denials_total",
+		Help: "ACL denials by deciding rule (prefix and origin; rule=\"default\" for the default, " +
+			"rule=\"other\" beyond the first 100 rules of a service)."},
+		[]string{"service", "rule", "origin"})
+	m.active = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "peergate_connections_active",
+		Help: "Allowed connections being proxied or served now."}, []string{"service"})
+	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_proxied_bytes_total",
+		Help: "Bytes proxied, counted when a connection ends; direction in is client to upstream."},
+		[]string{"service", "direction"})
+	m.upFail = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_upstream_connect_failures_total",
+		Help: "Failed connects to a service's upstream (the client is closed)."}, []string{"service"})
+	m.upLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "peergate_upstream_connect_duration_seconds",
+		Help:    "Time to connect to the upstream, successful connects only.",
+		Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)}, []string{"service"})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_config_reloads_total",
+		Help: "Config reloads by result (success, failure: the running config was kept)."}, []string{"result"})
+	m.cfgInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "peergate_config_info",
+		Help: "The running config: 1 for its file and sha256."}, []string{"file", "sha256"})
+	m.cfgTime = prometheus.NewGauge(prometheus.GaugeOpts{Name: "peergate_config_loaded_timestamp_seconds",
+		Help: "When the running config was loaded, in seconds since the epoch."})
+	m.aclRules = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "peergate_acl_rules",
+		Help: "Rules in each ACL of the running config."}, []string{"acl"})
+	for _, c := range []prometheus.Collector{m.conns, m.denials, m.active, m.bytes, m.upFail, m.upLatency,
+		m.reloads, m.cfgInfo, m.cfgTime, m.aclRules} {
+		f(c)
+	}
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("failure")
+	f(collectors.NewBuildInfoCollector())
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// loaded records cfg as the running config.
+func (m *metrics) loaded(cfg *config.File) {
+	m.cfgInfo.Reset()
+	m.cfgInfo.WithLabelValues(cfg.Path, cfg.Hash).Set(1)
+	m.cfgTime.Set(float64(time.Now().UnixNano()) / 1e9)
+	m.aclRules.Reset()
+	for _, a := range cfg.ACLs {
+		m.aclRules.WithLabelValues(a.Name).Set(float64(a.ACL.Len()))
+	}
+}
+
+// service returns the metrics of one service, resolved once so that counting a connection costs
+// no label lookups.
+func (m *metrics) service(name string) *svcMetrics {
+	m.mu.Lock()
+	rs := m.rules[name]
+	if rs == nil {
+		rs = &ruleSet{vec: m.denials, service: name, byRule: map[ruleKey]prometheus.Counter{}}
+		m.rules[name] = rs
+	}
+	m.mu.Unlock()
+	return &svcMetrics{
+		allowed:   m.conns.WithLabelValues(name, "allow", "acl"),
+		denied:    m.conns.WithLabelValues(name, "deny", "acl"),
+		peerError: m.conns.WithLabelValues(name, "deny", "peer_error"),
+		dryRun:    m.conns.WithLabelValues(name, "allow", "dry_run"),
+		rules:     rs,
+		active:    m.active.WithLabelValues(name),
+		bytesIn:   m.bytes.WithLabelValues(name, "in"),
+		bytesOut:  m.bytes.WithLabelValues(name, "out"),
+		upFail:    m.upFail.WithLabelValues(name),
+		upLatency: m.upLatency.WithLabelValues(name),
+	}
+}
+
+// svcMetrics are one service's metrics.
+type svcMetrics struct {
+	allowed, denied, peerError, dryRun prometheus.Counter
+	rules                              *ruleSet
+	active                             prometheus.Gauge
+	bytesIn, bytesOut, upFail          prometheus.Counter
+	upLatency                          prometheus.Observer
+}
+
+// decided counts one judged connection; it is the gate's OnDecision hook.
+func (sm *svcMetrics) decided(ev gate.Event) {
+	switch {
+	case ev.Err != nil:
+		sm.peerError.Inc()
+	case ev.Decision.Allowed():
+		sm.allowed.Inc()
+	default:
+		if ev.HandedOn {
+			sm.dryRun.Inc()
+		} else {
+			sm.denied.Inc()
+		}
+		sm.rules.count(ev.Decision.Rule)
+	}
+}
+
+// ruleKey names a deciding rule by value, so that a rule keeps its series across reloads.
+type ruleKey struct {
+	prefix netip.Prefix
+	origin acl.Origin
+}
+
+// ruleSet counts denials by rule, with at most RuleLabels rules of their own.
+type ruleSet struct {
+	vec     *prometheus.CounterVec
+	service string
+
+	mu     sync.Mutex
+	byRule map[ruleKey]prometheus.Counter
+	def    prometheus.Counter
+	other  prometheus.Counter
+}
+
+func (rs *ruleSet) count(r *acl.Rule) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if r == nil {
+		if rs.def == nil {
+			rs.def = rs.vec.WithLabelValues(rs.service, "default", "")
+		}
+		rs.def.Inc()
+		return
+	}
+	k := ruleKey{r.Prefix, r.Origin}
+	c := rs.byRule[k]
+	if c == nil {
+		if len(rs.byRule) < RuleLabels {
+			c = rs.vec.WithLabelValues(rs.service, r.Prefix.String(), r.Origin.String())
+			rs.byRule[k] = c
+		} else {
+			if rs.other == nil {
+				rs.other = rs.vec.WithLabelValues(rs.service, "other", "")
+			}
+			c = rs.other
+		}
+	}
+	c.Inc()
+}
