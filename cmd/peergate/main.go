@@ -11,6 +11,8 @@
 //	peergate check -config FILE [-acl NAME] ADDR...
 //	                                            which rule decides each address
 //	peergate lint  -config FILE [-acl NAME]     errors and suspicious rules
+//	peergate convert -daemon NAME [-o FILE] HOSTS.ALLOW HOSTS.DENY
+//	                                            TCP Wrappers' rules for NAME as an ACL file
 //
 // Every -config takes a bare ACL file or a serve file; see README.md for both formats.
 package main
@@ -40,6 +42,7 @@ const usage = `usage:
   peergate wrap  -config FILE [-acl NAME] [-log-format text|json] -- PROGRAM [ARGS...]
   peergate check -config FILE [-acl NAME] ADDR...
   peergate lint  -config FILE [-acl NAME]
+  peergate convert -daemon NAME [-o FILE] HOSTS.ALLOW HOSTS.DENY
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -48,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	cmds := map[string]func([]string, io.Writer, io.Writer) int{
-		"serve": cmdServe, "wrap": cmdWrap, "check": cmdCheck, "lint": cmdLint,
+		"serve": cmdServe, "wrap": cmdWrap, "check": cmdCheck, "lint": cmdLint, "convert": cmdConvert,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
