@@ -84,7 +84,15 @@ type Service struct {
 	ConnectTimeout time.Duration
 	IdleTimeout    time.Duration // 0: none
 	MaxConns       int           // 0: no cap
+	KernelFilter   string        // "off", "auto" or "required": drop denied SYNs in the kernel
 }
+
+// Kernel filter modes of a service (kernel_filter).
+const (
+	FilterOff      = "off"      // the gate alone judges
+	FilterAuto     = "auto"     // attach a socket filter where the ACL fits; log when it does not
+	FilterRequired = "required" // refuse a config whose ACL the filter cannot hold
+)
 
 // Load reads the file at path.
 func Load(path string) (*File, error) {
@@ -198,11 +206,13 @@ func loadACL(path, name string, k, v *yaml.Node, errs *conf.Errors) *ACL {
 	return &ACL{Name: name, Line: k.Line, Spec: spec, ACL: a}
 }
 
-const serviceKeys = "name, listen, acl, upstream, exec, on_deny, dry_run, connect_timeout, idle_timeout or max_conns"
+const serviceKeys = "name, listen, acl, upstream, exec, on_deny, dry_run, connect_timeout, idle_timeout, max_conns or kernel_filter"
 
 func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 	path := f.Path
-	s := &Service{Line: n.Line, ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout, MaxConns: DefaultMaxConns}
+	s := &Service{Line: n.Line, ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout, MaxConns: DefaultMaxConns,
+		KernelFilter: FilterOff}
+	filterLine := 0
 	aclLine := 0 // where acl was written; -1 when it named no ACL (already reported)
 	ok := conf.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
 		switch key {
@@ -266,6 +276,13 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 				errs.At(path, v.Line, word, fmt.Errorf("%w: max_conns must be a whole number, 0 for no cap", ErrConfig))
 			}
 			s.MaxConns = m
+		case "kernel_filter":
+			switch word, _ := conf.Scalar(path, v, errs); word {
+			case FilterOff, FilterAuto, FilterRequired:
+				s.KernelFilter, filterLine = word, v.Line
+			default:
+				errs.At(path, v.Line, word, fmt.Errorf("%w: kernel_filter must be off, auto or required", ErrConfig))
+			}
 		default:
 			conf.Unknown(errs, path, k, serviceKeys)
 		}
@@ -283,6 +300,8 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 		need("an acl (the name of an entry under acls)")
 	case (s.Upstream == "") == (len(s.Exec) == 0):
 		need("exactly one of upstream (proxy) and exec (spawn)")
+	case s.DryRun && s.KernelFilter != FilterOff:
+		errs.At(path, filterLine, s.KernelFilter, fmt.Errorf("%w: kernel_filter drops denied peers, which dry_run must hand on; use off", ErrConfig))
 	}
 	return s
 }

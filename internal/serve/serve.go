@@ -149,23 +149,39 @@ func (s *Server) apply(cfg *config.File) error {
 			want[a] = svc
 		}
 	}
+	for addr, svc := range want {
+		if svc.KernelFilter == config.FilterRequired {
+			if err := filterFits(addr, svc); err != nil {
+				return err
+			}
+		}
+	}
 	opened := map[string]*port{}
 	for addr, svc := range want {
 		if _, ok := s.ports[addr]; ok {
 			continue
 		}
 		ln, err := listen(addr)
+		var g gated
+		if err == nil {
+			if g, err = newGate(ln, svc, s.log); err != nil {
+				ln.Close()
+			}
+		}
 		if err != nil {
 			for _, p := range opened {
 				p.ln.Close()
 			}
 			return fmt.Errorf("service %s: %w", svc.Name, err)
 		}
-		opened[addr] = &port{addr: addr, ln: newGate(ln, svc, s.log), done: make(chan struct{})}
+		opened[addr] = &port{addr: addr, ln: g, done: make(chan struct{})}
 	}
 	for addr, p := range s.ports {
 		if svc, ok := want[addr]; ok {
-			p.ln.Configure(svc)
+			if err := p.ln.Configure(svc); err != nil {
+				// The ACL fitted (checked above) but the kernel refused it: the gate still judges.
+				s.log.Error("kernel filter lost on reload; the gate alone judges", "err", err)
+			}
 			p.svc.Store(svc)
 		} else {
 			close(p.done)
@@ -191,7 +207,11 @@ func listen(addr string) (net.Listener, error) {
 		os.Remove(path) // a stale socket from an earlier run; a live one is replaced as well
 		return net.Listen("unix", path)
 	}
-	return net.Listen("tcp", addr)
+	// Plain TCP, not the MPTCP that Go picks by default where the kernel has it: the kernel takes no
+	// socket filter on an MPTCP socket, and HAProxy and nginx listen with plain TCP too.
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // Serve accepts connections on every listener until Shutdown, and then returns nil.
