@@ -29,6 +29,7 @@ const (
 	DefaultIdleTimeout    = time.Hour
 	DefaultMaxConns       = 1024
 	DefaultDrainTimeout   = 10 * time.Second
+	DefaultLogRate        = 100
 )
 
 // ErrConfig marks errors in the meaning of a config (as opposed to its YAML shape).
@@ -85,6 +86,7 @@ type Service struct {
 	IdleTimeout    time.Duration // 0: none
 	MaxConns       int           // 0: no cap
 	KernelFilter   string        // "off", "auto" or "required": drop denied SYNs in the kernel
+	LogRate        int           // denial log lines a second, per listener; 0: no limit
 }
 
 // Kernel filter modes of a service (kernel_filter).
@@ -206,12 +208,12 @@ func loadACL(path, name string, k, v *yaml.Node, errs *conf.Errors) *ACL {
 	return &ACL{Name: name, Line: k.Line, Spec: spec, ACL: a}
 }
 
-const serviceKeys = "name, listen, acl, upstream, exec, on_deny, dry_run, connect_timeout, idle_timeout, max_conns or kernel_filter"
+const serviceKeys = "name, listen, acl, upstream, exec, on_deny, dry_run, connect_timeout, idle_timeout, max_conns, kernel_filter or log_rate"
 
 func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 	path := f.Path
 	s := &Service{Line: n.Line, ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout, MaxConns: DefaultMaxConns,
-		KernelFilter: FilterOff}
+		KernelFilter: FilterOff, LogRate: DefaultLogRate}
 	filterLine := 0
 	aclLine := 0 // where acl was written; -1 when it named no ACL (already reported)
 	ok := conf.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
@@ -270,12 +272,9 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 		case "idle_timeout":
 			s.IdleTimeout = duration(path, v, errs)
 		case "max_conns":
-			word, _ := conf.Scalar(path, v, errs)
-			m, err := strconv.Atoi(word)
-			if err != nil || m < 0 {
-				errs.At(path, v.Line, word, fmt.Errorf("%w: max_conns must be a whole number, 0 for no cap", ErrConfig))
-			}
-			s.MaxConns = m
+			s.MaxConns = count(path, v, errs, "max_conns must be a whole number, 0 for no cap")
+		case "log_rate":
+			s.LogRate = count(path, v, errs, "log_rate must be a whole number of lines a second, 0 for no limit")
 		case "kernel_filter":
 			switch word, _ := conf.Scalar(path, v, errs); word {
 			case FilterOff, FilterAuto, FilterRequired:
@@ -372,6 +371,16 @@ func (f *File) Pick(name string) (*ACL, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w: %q in %s (have %s)", ErrNoACL, name, f.Path, f.aclNames())
+}
+
+// count reads a whole number, 0 or more; what says what it must be.
+func count(path string, v *yaml.Node, errs *conf.Errors, what string) int {
+	word, _ := conf.Scalar(path, v, errs)
+	m, err := strconv.Atoi(word)
+	if err != nil || m < 0 {
+		errs.At(path, v.Line, word, fmt.Errorf("%w: %s", ErrConfig, what))
+	}
+	return m
 }
 
 func duration(path string, v *yaml.Node, errs *conf.Errors) time.Duration {

@@ -22,6 +22,7 @@ type gated interface {
 type gateListener struct {
 	*gate.Listener
 	log      *slog.Logger
+	limit    *logLimit       // for the gate's lines (denials), kept across reloads
 	rc       syscall.RawConn // the TCP listening socket, for the kernel filter; nil for Unix sockets
 	filtered bool            // a kernel filter is attached
 }
@@ -29,7 +30,7 @@ type gateListener struct {
 // newGate wraps ln in a gate configured for svc. It fails only when svc requires a kernel filter
 // that cannot be attached.
 func newGate(ln net.Listener, svc *service, log *slog.Logger) (gated, error) {
-	g := &gateListener{Listener: gate.NewListener(ln, nil, gate.Options{}), log: log}
+	g := &gateListener{Listener: gate.NewListener(ln, nil, gate.Options{}), log: log, limit: &logLimit{}}
 	if tl, ok := ln.(*net.TCPListener); ok {
 		g.rc, _ = tl.SyscallConn()
 	}
@@ -40,8 +41,9 @@ func newGate(ln net.Listener, svc *service, log *slog.Logger) (gated, error) {
 // from now on. It returns an error only when svc requires the kernel filter and it could not be
 // attached; the gate then still judges every connection.
 func (g *gateListener) Configure(svc *service) error {
-	g.SetOptions(gate.Options{Reset: svc.Reset, DryRun: svc.DryRun, Logger: g.log.With("service", svc.Name),
-		OnDecision: svc.m.decided})
+	g.limit.setRate(svc.LogRate)
+	logger := slog.New(limitHandler{g.log.Handler(), g.limit}).With("service", svc.Name)
+	g.SetOptions(gate.Options{Reset: svc.Reset, DryRun: svc.DryRun, Logger: logger, OnDecision: svc.m.decided})
 	g.SetACL(svc.ACL.ACL)
 	if g.rc == nil {
 		return nil

@@ -209,7 +209,9 @@ func listen(addr string) (net.Listener, error) {
 	}
 	// Plain TCP, not the MPTCP that Go picks by default where the kernel has it: the kernel takes no
 	// socket filter on an MPTCP socket, and HAProxy and nginx listen with plain TCP too.
-	var lc net.ListenConfig
+	// No keep-alive setup at accept: a denied peer would pay four setsockopt calls for nothing.
+	// handle turns keep-alive on for the connections that are let in.
+	lc := net.ListenConfig{KeepAlive: -1}
 	lc.SetMultipathTCP(false)
 	return lc.Listen(context.Background(), "tcp", addr)
 }
@@ -300,6 +302,9 @@ func (s *Server) handle(c net.Conn, svc *service) {
 	defer s.untrack(c)
 	svc.m.active.Inc()
 	defer svc.m.active.Dec()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true}) // Go's defaults: probes after 15 s idle
+	}
 	if svc.Upstream != "" {
 		s.proxy(c, svc)
 	} else {
