@@ -40,8 +40,15 @@ func newGate(ln net.Listener, svc *service, log *slog.Logger) (gated, error) {
 // from now on. It returns an error only when svc requires the kernel filter and it could not be
 // attached; the gate then still judges every connection.
 func (g *gateListener) Configure(svc *service) error {
-	g.SetOptions(gate.Options{Reset: svc.Reset, DryRun: svc.DryRun, Logger: g.log.With("service", svc.Name),
-		OnDecision: svc.m.decided})
+	opts := gate.Options{Reset: svc.Reset, DryRun: svc.DryRun, Logger: g.log.With("service", svc.Name),
+		OnDecision: svc.m.decided}
+	if len(svc.TrustedProxies) > 0 {
+		opts.Proxy = &gate.ProxyOptions{Trusted: svc.TrustedProxies, Required: svc.ProxyRequired, Timeout: svc.ProxyHeaderTimeout}
+	}
+	if svc.lim != nil { // not a nil *limit.Limiter in a non-nil interface
+		opts.Limiter = svc.lim
+	}
+	g.SetOptions(opts)
 	g.SetACL(svc.ACL.ACL)
 	if g.rc == nil {
 		return nil
