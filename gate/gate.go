@@ -41,7 +41,8 @@ type Options struct {
 	// client address it carries rather than the proxy's (see ProxyOptions).
 	Proxy *ProxyOptions
 	// Limiter, if set, is asked about every connection the ACL allows, with the client's address;
-	// over a limit the connection is denied. package gate/limit has one.
+	// over a limit the connection is denied, DryRun or not. (In DryRun, connections the ACL
+	// denies are handed on without asking it.) package gate/limit has one.
 	Limiter Limiter
 }
 

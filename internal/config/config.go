@@ -371,6 +371,8 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 		errs.At(path, s.Line, s.Name, fmt.Errorf("%w: trusted_proxies needs upstream (proxy mode): a spawned program cannot be given the bytes read past the header", ErrConfig))
 	case sendLine != 0 && len(s.Exec) > 0:
 		errs.At(path, sendLine, s.SendProxy, fmt.Errorf("%w: send_proxy needs upstream (proxy mode)", ErrConfig))
+	case len(s.TrustedProxies) > 0 && s.KernelFilter != FilterOff:
+		errs.At(path, filterLine, s.KernelFilter, fmt.Errorf("%w: kernel_filter judges the direct peer, which behind trusted_proxies is the proxy, not the client; use off", ErrConfig))
 	case burstLine != 0 && s.Rate == 0:
 		errs.At(path, burstLine, strconv.Itoa(s.Burst), fmt.Errorf("%w: burst needs rate", ErrConfig))
 	}

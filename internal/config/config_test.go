@@ -209,6 +209,7 @@ func TestErrors(t *testing.T) {
 		{"bad send_proxy", svc + "    upstream: x:1\n    send_proxy: v3\n", 8, "v3", ErrConfig},
 		{"send_proxy with exec", svc + "    exec: [/bin/true]\n    send_proxy: v1\n", 8, "v1", ErrConfig},
 		{"trusted_proxies with exec", svc + "    exec: [/bin/true]\n    trusted_proxies: 10.0.0.1\n", 4, "s", ErrConfig},
+		{"kernel_filter with trusted_proxies", svc + "    upstream: x:1\n    trusted_proxies: 10.0.0.1\n    kernel_filter: auto\n", 9, "auto", ErrConfig},
 		{"bad per_source", svc + "    upstream: x:1\n    per_source: many\n", 8, "many", ErrConfig},
 		{"bad rate", svc + "    upstream: x:1\n    rate: 10\n", 8, "10", ErrRate},
 		{"bad rate unit", svc + "    upstream: x:1\n    rate: 10/fortnight\n", 8, "10/fortnight", ErrRate},
