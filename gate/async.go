@@ -8,8 +8,9 @@ import (
 )
 
 // asyncAccept is the accept path of a Listener that reads PROXY headers. One goroutine accepts;
-// each connection is judged in a goroutine of its own, so a proxy slow to send its header holds
-// up only its own connection; allowed connections reach Accept through a channel. At most
+// each connection from a trusted proxy is judged in a goroutine of its own, so a proxy slow to
+// send its header holds up only its own connection (others, which need no read, are judged by the
+// accepting goroutine); allowed connections reach Accept through a channel. At most
 // MaxPending connections are between the inner Accept and ours at a time.
 type asyncAccept struct {
 	once    sync.Once
@@ -68,17 +69,35 @@ func (l *Listener) pump() {
 				return
 			}
 		}
-		go func() {
-			defer func() { <-a.pending }()
-			out, ok := l.judge(c)
-			if !ok {
-				return
-			}
-			select {
-			case a.ready <- out:
-			case <-l.closed:
-				out.Close()
-			}
-		}()
+		if l.readsHeader(c) {
+			go l.judgeAndDeliver(c)
+		} else { // nothing to wait for: judge here and save a goroutine's hand-off
+			l.judgeAndDeliver(c)
+		}
 	}
+}
+
+// judgeAndDeliver judges c and hands it to Accept if it is allowed.
+func (l *Listener) judgeAndDeliver(c net.Conn) {
+	a := &l.async
+	defer func() { <-a.pending }()
+	out, ok := l.judge(c)
+	if !ok {
+		return
+	}
+	select {
+	case a.ready <- out:
+	case <-l.closed:
+		out.Close()
+	}
+}
+
+// readsHeader reports whether judging c will read a PROXY header (its peer is a trusted proxy).
+func (l *Listener) readsHeader(c net.Conn) bool {
+	po := l.opts.Load().Proxy
+	if po == nil {
+		return false
+	}
+	p, err := PeerOf(c)
+	return err == nil && !p.Unix && po.trusts(p.AddrPort.Addr())
 }
