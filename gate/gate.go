@@ -15,6 +15,8 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/peergate/peergate/acl"
@@ -33,23 +35,42 @@ type Options struct {
 	Logger *slog.Logger
 	// OnDecision, if set, is called in Accept for every connection, after the decision and before
 	// the connection is closed or returned. It must be quick and must not keep the Event's Conn.
+	// With Proxy set it is called from the goroutines that judge connections, concurrently.
 	OnDecision func(Event)
+	// Proxy, if set, reads the PROXY protocol header that trusted proxies send, and judges the
+	// client address it carries rather than the proxy's (see ProxyOptions).
+	Proxy *ProxyOptions
+	// Limiter, if set, is asked about every connection the ACL allows, with the client's address;
+	// over a limit the connection is denied, DryRun or not. (In DryRun, connections the ACL
+	// denies are handed on without asking it.) package gate/limit has one.
+	Limiter Limiter
+}
+
+// Limiter caps connections per source address. Admit is called for each connection the ACL
+// allows; an error denies it. A non-nil release is called once when the connection closes: the
+// Listener then returns a *Conn whose Close calls it.
+type Limiter interface {
+	Admit(addr netip.Addr) (release func(), err error)
 }
 
 // Event describes one judged connection.
 type Event struct {
 	Conn     net.Conn
-	Peer     Peer
+	Peer     Peer         // the peer judged: the client named by a PROXY header, or the direct peer
+	Direct   Peer         // the direct peer, from getpeername: the proxy when Proxied is set
+	Proxied  bool         // Peer came from a PROXY header sent by a trusted proxy
 	Decision acl.Decision // deny, with no rule, when Err is set
-	Err      error        // why the peer could not be judged, or nil
+	Err      error        // why the peer could not be judged (or its PROXY header not read), or nil
+	Limit    error        // the per-source limit that denied a connection the ACL allowed, or nil
 	HandedOn bool         // the connection was returned to the caller
 }
 
 // Stats are a Listener's counters since it was made.
 type Stats struct {
-	Allowed uint64 // connections the ACL allowed
+	Allowed uint64 // connections the ACL allowed (and no limit denied)
 	Denied  uint64 // connections the ACL denied (in dry-run mode, would have denied)
 	Errors  uint64 // connections closed because their peer could not be found or judged
+	Limited uint64 // connections the ACL allowed and a per-source limit denied
 }
 
 // Listener is a net.Listener whose Accept returns only connections from peers its ACL allows. Its
@@ -61,12 +82,17 @@ type Listener struct {
 	allowed atomic.Uint64
 	denied  atomic.Uint64
 	errors  atomic.Uint64
+	limited atomic.Uint64
+
+	closed    chan struct{} // closed by Close: judging goroutines give up delivering
+	closeOnce sync.Once
+	async     asyncAccept // the accept path with Proxy set
 }
 
 // NewListener returns a Listener that guards inner with a. A nil ACL denies every connection until
 // SetACL gives one.
 func NewListener(inner net.Listener, a *acl.ACL, opts Options) *Listener {
-	l := &Listener{Listener: inner}
+	l := &Listener{Listener: inner, closed: make(chan struct{})}
 	l.acl.Store(a)
 	l.opts.Store(&opts)
 	return l
@@ -84,30 +110,49 @@ func (l *Listener) SetOptions(o Options) { l.opts.Store(&o) }
 
 // Stats returns the counters.
 func (l *Listener) Stats() Stats {
-	return Stats{Allowed: l.allowed.Load(), Denied: l.denied.Load(), Errors: l.errors.Load()}
+	return Stats{Allowed: l.allowed.Load(), Denied: l.denied.Load(), Errors: l.errors.Load(), Limited: l.limited.Load()}
+}
+
+// Close closes the wrapped listener; connections being judged are closed rather than returned.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
 }
 
 // Accept waits for the next connection from an allowed peer and returns it as the wrapped listener
 // returned it (a *net.TCPConn stays a *net.TCPConn, so io.Copy can still splice). Connections
 // from denied peers, and those whose peer cannot be found, are closed here.
+//
+// Two cases return a *Conn around the accepted connection instead: one whose PROXY header was
+// read (Options.Proxy), and one holding a per-source slot that its Close gives back
+// (Options.Limiter with a concurrency cap).
 func (l *Listener) Accept() (net.Conn, error) {
+	if l.async.started.Load() || l.opts.Load().Proxy != nil {
+		return l.acceptAsync()
+	}
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
 			return nil, err
 		}
-		if l.judge(c) {
-			return c, nil
+		if out, ok := l.judge(c); ok {
+			return out, nil
 		}
 	}
 }
 
 // judge decides c, counts and reports the decision, and closes c unless it is to be handed on.
-func (l *Listener) judge(c net.Conn) bool {
+// It returns the connection to hand on: c, or a *Conn around it.
+func (l *Listener) judge(c net.Conn) (net.Conn, bool) {
 	opts := l.opts.Load()
 	ev := Event{Conn: c}
 	a := l.acl.Load()
 	ev.Peer, ev.Err = PeerOf(c)
+	ev.Direct = ev.Peer
+	var wrapped *Conn
+	if ev.Err == nil && opts.Proxy != nil {
+		wrapped, ev.Err = opts.Proxy.read(c, &ev)
+	}
 	if ev.Err == nil && a == nil {
 		ev.Err = ErrNoACL
 	}
@@ -117,14 +162,27 @@ func (l *Listener) judge(c net.Conn) bool {
 		ev.Decision = acl.Decision{Action: acl.Deny}
 	default:
 		ev.Decision = ev.Peer.Decide(a)
-		if ev.Decision.Allowed() {
+		var release func()
+		if ev.Decision.Allowed() && opts.Limiter != nil && !ev.Peer.Unix {
+			release, ev.Limit = opts.Limiter.Admit(ev.Peer.AddrPort.Addr())
+		}
+		switch {
+		case ev.Limit != nil:
+			l.limited.Add(1)
+		case ev.Decision.Allowed():
 			l.allowed.Add(1)
-		} else {
+		default:
 			l.denied.Add(1)
 		}
-		ev.HandedOn = ev.Decision.Allowed() || opts.DryRun
+		ev.HandedOn = ev.Limit == nil && (ev.Decision.Allowed() || opts.DryRun)
+		if release != nil {
+			if wrapped == nil {
+				wrapped = &Conn{Conn: c}
+			}
+			wrapped.release = release
+		}
 	}
-	if opts.Logger != nil && !ev.Decision.Allowed() {
+	if opts.Logger != nil && (!ev.Decision.Allowed() || ev.Limit != nil) {
 		l.log(opts.Logger, &ev)
 	}
 	if opts.OnDecision != nil {
@@ -132,15 +190,31 @@ func (l *Listener) judge(c net.Conn) bool {
 	}
 	if !ev.HandedOn {
 		deny(c, opts.Reset)
+		return nil, false
 	}
-	return ev.HandedOn
+	if wrapped != nil {
+		return wrapped, true
+	}
+	return c, true
 }
 
 func (l *Listener) log(log *slog.Logger, ev *Event) {
 	ctx := context.Background()
 	if ev.Err != nil {
-		log.LogAttrs(ctx, slog.LevelWarn, "peer not judged; connection closed", slog.String("listen", l.Addr().String()),
-			slog.String("err", ev.Err.Error()))
+		attrs := []slog.Attr{slog.String("listen", l.Addr().String()), slog.String("err", ev.Err.Error())}
+		if ev.Direct != (Peer{}) {
+			attrs = append(attrs, slog.String("direct", ev.Direct.String()))
+		}
+		log.LogAttrs(ctx, slog.LevelWarn, "peer not judged; connection closed", attrs...)
+		return
+	}
+	if ev.Limit != nil {
+		attrs := []slog.Attr{slog.String("listen", l.Addr().String()), slog.String("peer", ev.Peer.String()),
+			slog.String("reason", "limit"), slog.String("err", ev.Limit.Error())}
+		if ev.Proxied {
+			attrs = append(attrs, slog.String("proxy", ev.Direct.String()))
+		}
+		log.LogAttrs(ctx, slog.LevelInfo, "peer over limit; connection closed", attrs...)
 		return
 	}
 	msg := "peer denied"
@@ -151,6 +225,9 @@ func (l *Listener) log(log *slog.Logger, ev *Event) {
 	if r := ev.Decision.Rule; r != nil {
 		attrs[2] = slog.String("rule", r.Prefix.String())
 		attrs = append(attrs, slog.String("origin", r.Origin.String()))
+	}
+	if ev.Proxied {
+		attrs = append(attrs, slog.String("proxy", ev.Direct.String()))
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, msg, attrs...)
 }

@@ -52,11 +52,12 @@ func TestCollector(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(gateprom.New(ln, prometheus.Labels{"listener": "test"}))
 	want := `
-# HELP peergate_gate_connections_total Connections judged by a gate.Listener, by result: allowed, denied (by the ACL; in dry-run mode, would have been), error (the peer could not be found or judged; closed).
+# HELP peergate_gate_connections_total Connections judged by a gate.Listener, by result: allowed, denied (by the ACL; in dry-run mode, would have been), error (the peer could not be found or judged; closed), limited (allowed by the ACL, over a per-source limit; closed).
 # TYPE peergate_gate_connections_total counter
 peergate_gate_connections_total{listener="test",result="allowed"} 1
 peergate_gate_connections_total{listener="test",result="denied"} 2
 peergate_gate_connections_total{listener="test",result="error"} 0
+peergate_gate_connections_total{listener="test",result="limited"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Error(err)
@@ -80,4 +81,5 @@ func ExampleNew() {
 	// allowed 1
 	// denied 1
 	// error 0
+	// limited 0
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -87,6 +88,20 @@ type Service struct {
 	MaxConns       int           // 0: no cap
 	KernelFilter   string        // "off", "auto" or "required": drop denied SYNs in the kernel
 	LogRate        int           // denial log lines a second, per listener; 0: no limit
+
+	// PROXY protocol.
+	TrustedProxies     []netip.Prefix // direct peers whose PROXY header is read; none: the feature is off
+	ProxyRequired      bool           // proxy_protocol: required: deny peers that are not trusted proxies
+	ProxyHeaderTimeout time.Duration  // how long a trusted proxy has to send its header
+	SendProxy          string         // "", "v1" or "v2": send a PROXY header to the upstream
+
+	// Per-source limits (0: none).
+	PerSource     int     // open connections per source
+	Rate          float64 // new connections per second per source
+	Burst         int     // token bucket size; 0: max(1, Rate)
+	SourcePrefix4 int     // IPv4 prefix length that makes a source (per_source_prefix.ipv4)
+	SourcePrefix6 int     // IPv6 prefix length that makes a source (per_source_prefix.ipv6)
+	MaxSources    int     // cap on the sources tracked
 }
 
 // Kernel filter modes of a service (kernel_filter).
@@ -208,14 +223,20 @@ func loadACL(path, name string, k, v *yaml.Node, errs *conf.Errors) *ACL {
 	return &ACL{Name: name, Line: k.Line, Spec: spec, ACL: a}
 }
 
-const serviceKeys = "name, listen, acl, upstream, exec, on_deny, dry_run, connect_timeout, idle_timeout, max_conns, kernel_filter or log_rate"
+const serviceKeys = "name, listen, acl, upstream, exec, on_deny, dry_run, connect_timeout, idle_timeout, max_conns, " +
+	"kernel_filter, trusted_proxies, proxy_protocol, proxy_header_timeout, send_proxy, per_source, per_source_prefix, " +
+	"rate, burst, max_sources or log_rate"
+
+// DefaultProxyHeaderTimeout is proxy_header_timeout when the file does not set it.
+const DefaultProxyHeaderTimeout = 5 * time.Second
 
 func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 	path := f.Path
 	s := &Service{Line: n.Line, ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout, MaxConns: DefaultMaxConns,
-		KernelFilter: FilterOff, LogRate: DefaultLogRate}
+		KernelFilter: FilterOff, ProxyHeaderTimeout: DefaultProxyHeaderTimeout, LogRate: DefaultLogRate}
 	filterLine := 0
-	aclLine := 0 // where acl was written; -1 when it named no ACL (already reported)
+	var proxyLine, sendLine, burstLine int // where proxy_protocol, send_proxy and burst were written
+	aclLine := 0                           // where acl was written; -1 when it named no ACL (already reported)
 	ok := conf.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "name":
@@ -272,9 +293,9 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 		case "idle_timeout":
 			s.IdleTimeout = duration(path, v, errs)
 		case "max_conns":
-			s.MaxConns = count(path, v, errs, "max_conns must be a whole number, 0 for no cap")
+			s.MaxConns = count(path, v, errs, "max_conns")
 		case "log_rate":
-			s.LogRate = count(path, v, errs, "log_rate must be a whole number of lines a second, 0 for no limit")
+			s.LogRate = count(path, v, errs, "log_rate")
 		case "kernel_filter":
 			switch word, _ := conf.Scalar(path, v, errs); word {
 			case FilterOff, FilterAuto, FilterRequired:
@@ -282,12 +303,77 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 			default:
 				errs.At(path, v.Line, word, fmt.Errorf("%w: kernel_filter must be off, auto or required", ErrConfig))
 			}
+		case "trusted_proxies":
+			s.TrustedProxies = prefixes(path, v, errs)
+		case "proxy_protocol":
+			proxyLine = v.Line
+			switch word, _ := conf.Scalar(path, v, errs); word {
+			case "optional":
+			case "required":
+				s.ProxyRequired = true
+			default:
+				errs.At(path, v.Line, word, fmt.Errorf("%w: proxy_protocol must be optional or required", ErrConfig))
+			}
+		case "proxy_header_timeout":
+			if s.ProxyHeaderTimeout = duration(path, v, errs); s.ProxyHeaderTimeout == 0 {
+				errs.At(path, v.Line, v.Value, fmt.Errorf("%w: proxy_header_timeout must be more than 0", ErrConfig))
+			}
+		case "send_proxy":
+			sendLine = v.Line
+			switch word, _ := conf.Scalar(path, v, errs); word {
+			case "v1", "v2":
+				s.SendProxy = word
+			default:
+				errs.At(path, v.Line, word, fmt.Errorf("%w: send_proxy must be v1 or v2", ErrConfig))
+			}
+		case "per_source":
+			s.PerSource = count(path, v, errs, "per_source")
+		case "max_sources":
+			s.MaxSources = count(path, v, errs, "max_sources")
+		case "burst":
+			burstLine = v.Line
+			s.Burst = count(path, v, errs, "burst")
+		case "rate":
+			if word, ok := conf.Scalar(path, v, errs); ok {
+				r, err := ParseRate(word)
+				if err != nil {
+					errs.At(path, v.Line, word, err)
+				}
+				s.Rate = r
+			}
+		case "per_source_prefix":
+			conf.Mapping(path, v, errs, func(key string, k, v *yaml.Node) {
+				word, _ := conf.Scalar(path, v, errs)
+				bits, err := strconv.Atoi(word)
+				switch {
+				case key != "ipv4" && key != "ipv6":
+					conf.Unknown(errs, path, k, "ipv4 or ipv6")
+				case err != nil || bits < 1 || key == "ipv4" && bits > 32 || bits > 128:
+					errs.At(path, v.Line, word, fmt.Errorf("%w: per_source_prefix.%s must be a prefix length (1-32 for ipv4, 1-128 for ipv6)", ErrConfig, key))
+				case key == "ipv4":
+					s.SourcePrefix4 = bits
+				default:
+					s.SourcePrefix6 = bits
+				}
+			})
 		default:
 			conf.Unknown(errs, path, k, serviceKeys)
 		}
 	})
 	if !ok {
 		return nil
+	}
+	switch {
+	case proxyLine != 0 && len(s.TrustedProxies) == 0:
+		errs.At(path, proxyLine, "proxy_protocol", fmt.Errorf("%w: proxy_protocol needs trusted_proxies (the proxies whose headers to read)", ErrConfig))
+	case len(s.TrustedProxies) > 0 && len(s.Exec) > 0:
+		errs.At(path, s.Line, s.Name, fmt.Errorf("%w: trusted_proxies needs upstream (proxy mode): a spawned program cannot be given the bytes read past the header", ErrConfig))
+	case sendLine != 0 && len(s.Exec) > 0:
+		errs.At(path, sendLine, s.SendProxy, fmt.Errorf("%w: send_proxy needs upstream (proxy mode)", ErrConfig))
+	case len(s.TrustedProxies) > 0 && s.KernelFilter != FilterOff:
+		errs.At(path, filterLine, s.KernelFilter, fmt.Errorf("%w: kernel_filter judges the direct peer, which behind trusted_proxies is the proxy, not the client; use off", ErrConfig))
+	case burstLine != 0 && s.Rate == 0:
+		errs.At(path, burstLine, strconv.Itoa(s.Burst), fmt.Errorf("%w: burst needs rate", ErrConfig))
 	}
 	need := func(what string) { errs.At(path, s.Line, s.Name, fmt.Errorf("%w: service needs %s", ErrConfig, what)) }
 	switch {
@@ -373,14 +459,58 @@ func (f *File) Pick(name string) (*ACL, error) {
 	return nil, fmt.Errorf("%w: %q in %s (have %s)", ErrNoACL, name, f.Path, f.aclNames())
 }
 
-// count reads a whole number, 0 or more; what says what it must be.
-func count(path string, v *yaml.Node, errs *conf.Errors, what string) int {
-	word, _ := conf.Scalar(path, v, errs)
-	m, err := strconv.Atoi(word)
-	if err != nil || m < 0 {
-		errs.At(path, v.Line, word, fmt.Errorf("%w: %s", ErrConfig, what))
+// prefixes reads a list of addresses and prefixes (one may stand alone), normalised as ACL rules
+// are (::ffff:a.b.c.d/n is the IPv4 prefix /n-96).
+func prefixes(path string, v *yaml.Node, errs *conf.Errors) []netip.Prefix {
+	items := []*yaml.Node{v}
+	if v.Kind == yaml.SequenceNode {
+		items = v.Content
 	}
-	return m
+	var out []netip.Prefix
+	for _, item := range items {
+		word, ok := conf.Scalar(path, item, errs)
+		if !ok {
+			continue
+		}
+		p, err := acl.ParsePrefix(word)
+		if err != nil {
+			errs.At(path, item.Line, word, err)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// count reads a whole number ≥ 0.
+func count(path string, v *yaml.Node, errs *conf.Errors, key string) int {
+	word, _ := conf.Scalar(path, v, errs)
+	n, err := strconv.Atoi(word)
+	if err != nil || n < 0 {
+		errs.At(path, v.Line, word, fmt.Errorf("%w: %s must be a whole number, 0 for none", ErrConfig, key))
+	}
+	return n
+}
+
+// ErrRate marks a rate that ParseRate cannot read.
+var ErrRate = errors.New("want a rate such as 10/s, 600/m or 5/100ms")
+
+// ParseRate reads a rate "N/UNIT": N connections per UNIT, a duration ("100ms", "2s") or a bare
+// unit ("s", "m", "h" for one of it). It returns connections per second.
+func ParseRate(s string) (float64, error) {
+	num, unit, ok := strings.Cut(s, "/")
+	n, err := strconv.ParseFloat(num, 64)
+	if !ok || err != nil || n <= 0 || math.IsInf(n, 0) || math.IsNaN(n) {
+		return 0, fmt.Errorf("%w: %w", ErrConfig, ErrRate)
+	}
+	if unit != "" && (unit[0] < '0' || unit[0] > '9') {
+		unit = "1" + unit
+	}
+	d, err := time.ParseDuration(unit)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%w: %w", ErrConfig, ErrRate)
+	}
+	return n / d.Seconds(), nil
 }
 
 func duration(path string, v *yaml.Node, errs *conf.Errors) time.Duration {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +124,53 @@ func TestAdmin(t *testing.T) {
 	}
 }
 
+func TestProxyAndLimitKeys(t *testing.T) {
+	const text = `
+acls:
+  a: {default: deny}
+services:
+  - name: s
+    listen: ["127.0.0.1:1"]
+    acl: a
+    upstream: 127.0.0.1:2
+    trusted_proxies: [10.0.0.0/8, "::ffff:192.0.2.1", "2001:db8::/32"]
+    proxy_protocol: required
+    proxy_header_timeout: 2s
+    send_proxy: v2
+    per_source: 4
+    per_source_prefix: {ipv4: 24, ipv6: 64}
+    rate: 5/100ms
+    burst: 20
+    max_sources: 1000
+  - name: plain
+    listen: ["127.0.0.1:3"]
+    acl: a
+    upstream: 127.0.0.1:2
+`
+	f, err := Parse("c.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := f.Services[0]
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("2001:db8::/32")}
+	if !slices.Equal(s.TrustedProxies, want) || !s.ProxyRequired || s.ProxyHeaderTimeout != 2*time.Second || s.SendProxy != "v2" {
+		t.Errorf("proxy keys: %+v", s)
+	}
+	if s.PerSource != 4 || s.SourcePrefix4 != 24 || s.SourcePrefix6 != 64 || s.Rate != 50 || s.Burst != 20 || s.MaxSources != 1000 {
+		t.Errorf("limit keys: %+v", s)
+	}
+	p := f.Services[1]
+	if p.TrustedProxies != nil || p.ProxyRequired || p.ProxyHeaderTimeout != DefaultProxyHeaderTimeout || p.SendProxy != "" ||
+		p.PerSource != 0 || p.Rate != 0 {
+		t.Errorf("defaults: %+v", p)
+	}
+	for in, want := range map[string]float64{"10/s": 10, "600/m": 10, "1/h": 1.0 / 3600, "5/100ms": 50, "2.5/2s": 1.25} {
+		if got, err := ParseRate(in); err != nil || got != want {
+			t.Errorf("ParseRate(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+}
+
 func TestErrors(t *testing.T) {
 	const svc = "acls:\n  a: {default: deny}\nservices:\n  - name: s\n    listen: [\"127.0.0.1:1\"]\n    acl: a\n"
 	for _, tc := range []struct {
@@ -155,6 +203,20 @@ func TestErrors(t *testing.T) {
 		{"admin unknown ACL", svc + "    upstream: x:1\nadmin: {listen: \"127.0.0.1:9\", acl: ops}\n", 8, "ops", ErrConfig},
 		{"admin on a unix socket", svc + "    upstream: x:1\nadmin: {listen: \"unix:/tmp/a\"}\n", 8, "unix:/tmp/a", ErrConfig},
 		{"admin unknown key", svc + "    upstream: x:1\nadmin: {listen: \"127.0.0.1:9\", port: 9}\n", 8, "port", acl.ErrUnknownKey},
+		{"bad trusted proxy", svc + "    upstream: x:1\n    trusted_proxies: [10.0.0.1/8]\n", 8, "10.0.0.1/8", acl.ErrHostBits},
+		{"bad proxy_protocol", svc + "    upstream: x:1\n    trusted_proxies: [10.0.0.1]\n    proxy_protocol: yes\n", 9, "yes", ErrConfig},
+		{"proxy_protocol without trusted", svc + "    upstream: x:1\n    proxy_protocol: required\n", 8, "proxy_protocol", ErrConfig},
+		{"zero proxy_header_timeout", svc + "    upstream: x:1\n    proxy_header_timeout: 0s\n", 8, "0s", ErrConfig},
+		{"bad send_proxy", svc + "    upstream: x:1\n    send_proxy: v3\n", 8, "v3", ErrConfig},
+		{"send_proxy with exec", svc + "    exec: [/bin/true]\n    send_proxy: v1\n", 8, "v1", ErrConfig},
+		{"trusted_proxies with exec", svc + "    exec: [/bin/true]\n    trusted_proxies: 10.0.0.1\n", 4, "s", ErrConfig},
+		{"kernel_filter with trusted_proxies", svc + "    upstream: x:1\n    trusted_proxies: 10.0.0.1\n    kernel_filter: auto\n", 9, "auto", ErrConfig},
+		{"bad per_source", svc + "    upstream: x:1\n    per_source: many\n", 8, "many", ErrConfig},
+		{"bad rate", svc + "    upstream: x:1\n    rate: 10\n", 8, "10", ErrRate},
+		{"bad rate unit", svc + "    upstream: x:1\n    rate: 10/fortnight\n", 8, "10/fortnight", ErrRate},
+		{"burst without rate", svc + "    upstream: x:1\n    burst: 5\n", 8, "5", ErrConfig},
+		{"bad per_source_prefix", svc + "    upstream: x:1\n    per_source_prefix: {ipv4: 33}\n", 8, "33", ErrConfig},
+		{"unknown per_source_prefix key", svc + "    upstream: x:1\n    per_source_prefix: {ip4: 24}\n", 8, "ip4", acl.ErrUnknownKey},
 		{"duplicate service name", svc + "    upstream: x:1\n  - name: s\n    listen: [\":2\"]\n    acl: a\n    upstream: x:1\n", 8, "s", ErrConfig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

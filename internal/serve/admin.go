@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/gate"
+	"github.com/peergate/peergate/gate/limit"
 	"github.com/peergate/peergate/internal/config"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -115,6 +116,16 @@ type effectiveSvc struct {
 	ConnectTimeout string   `json:"connect_timeout,omitempty"`
 	IdleTimeout    string   `json:"idle_timeout,omitempty"`
 	MaxConns       *int     `json:"max_conns,omitempty"`
+	KernelFilter   string   `json:"kernel_filter,omitempty"`
+	TrustedProxies []string `json:"trusted_proxies,omitempty"`
+	ProxyProtocol  string   `json:"proxy_protocol,omitempty"`
+	ProxyTimeout   string   `json:"proxy_header_timeout,omitempty"`
+	SendProxy      string   `json:"send_proxy,omitempty"`
+	PerSource      int      `json:"per_source,omitempty"`
+	PerSourcePfx   []int    `json:"per_source_prefix,omitempty"` // [ipv4, ipv6]
+	Rate           float64  `json:"rate_per_second,omitempty"`
+	Burst          int      `json:"burst,omitempty"`
+	MaxSources     int      `json:"max_sources,omitempty"`
 }
 
 func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
@@ -131,9 +142,28 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
 		if c.Reset {
 			onDeny = "reset"
 		}
-		e.Services = append(e.Services, effectiveSvc{Name: c.Name, Listen: c.Listen, ACL: c.ACL.Name,
+		es := effectiveSvc{Name: c.Name, Listen: c.Listen, ACL: c.ACL.Name,
 			Upstream: c.Upstream, Exec: c.Exec, OnDeny: onDeny, DryRun: c.DryRun,
-			ConnectTimeout: c.ConnectTimeout.String(), IdleTimeout: c.IdleTimeout.String(), MaxConns: &c.MaxConns})
+			ConnectTimeout: c.ConnectTimeout.String(), IdleTimeout: c.IdleTimeout.String(), MaxConns: &c.MaxConns,
+			KernelFilter: c.KernelFilter, SendProxy: c.SendProxy}
+		if len(c.TrustedProxies) > 0 {
+			for _, p := range c.TrustedProxies {
+				es.TrustedProxies = append(es.TrustedProxies, p.String())
+			}
+			es.ProxyProtocol, es.ProxyTimeout = "optional", c.ProxyHeaderTimeout.String()
+			if c.ProxyRequired {
+				es.ProxyProtocol = "required"
+			}
+		}
+		if lc := limitConfig(c); lc.Enabled() {
+			lc = limit.New(lc).Config() // with defaults filled in
+			es.PerSource, es.Rate, es.Burst, es.MaxSources = lc.PerSource, lc.Rate, lc.Burst, lc.MaxSources
+			es.PerSourcePfx = []int{lc.IPv4Prefix, lc.IPv6Prefix}
+			if lc.Rate == 0 {
+				es.Burst = 0
+			}
+		}
+		e.Services = append(e.Services, es)
 	}
 	if cfg.Admin != nil {
 		e.Admin = &effectiveSvc{Name: "admin", Listen: []string{cfg.Admin.Listen}, ACL: cfg.Admin.ACL.Name}

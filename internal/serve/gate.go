@@ -43,7 +43,14 @@ func newGate(ln net.Listener, svc *service, log *slog.Logger) (gated, error) {
 func (g *gateListener) Configure(svc *service) error {
 	g.limit.setRate(svc.LogRate)
 	logger := slog.New(limitHandler{g.log.Handler(), g.limit}).With("service", svc.Name)
-	g.SetOptions(gate.Options{Reset: svc.Reset, DryRun: svc.DryRun, Logger: logger, OnDecision: svc.m.decided})
+	opts := gate.Options{Reset: svc.Reset, DryRun: svc.DryRun, Logger: logger, OnDecision: svc.m.decided}
+	if len(svc.TrustedProxies) > 0 {
+		opts.Proxy = &gate.ProxyOptions{Trusted: svc.TrustedProxies, Required: svc.ProxyRequired, Timeout: svc.ProxyHeaderTimeout}
+	}
+	if svc.lim != nil { // not a nil *limit.Limiter in a non-nil interface
+		opts.Limiter = svc.lim
+	}
+	g.SetOptions(opts)
 	g.SetACL(svc.ACL.ACL)
 	if g.rc == nil {
 		return nil

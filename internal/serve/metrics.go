@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"errors"
 	"net/netip"
 	"sync"
 	"time"
@@ -40,7 +41,9 @@ func newMetrics() *metrics {
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	m.conns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_connections_total",
 		Help: "Connections judged, by service, verdict (allow, deny) and reason (acl; peer_error: the peer " +
-			"could not be found or judged, denied to fail closed; dry_run: the ACL denied, dry_run handed it on)."},
+			"could not be found or judged, denied to fail closed; dry_run: the ACL denied, dry_run handed it on; " +
+			"proxy: no valid PROXY header from a trusted proxy, or an untrusted peer where the header is required; " +
+			"limit: the ACL allowed, a per-source limit denied)."},
 		[]string{"service", "verdict", "reason"})
 	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_denials_total",
 		Help: "ACL denials by deciding rule (prefix and origin; rule=\"default\" for the default, " +
@@ -102,6 +105,8 @@ func (m *metrics) service(name string) *svcMetrics {
 		denied:    m.conns.WithLabelValues(name, "deny", "acl"),
 		peerError: m.conns.WithLabelValues(name, "deny", "peer_error"),
 		dryRun:    m.conns.WithLabelValues(name, "allow", "dry_run"),
+		proxy:     m.conns.WithLabelValues(name, "deny", "proxy"),
+		limited:   m.conns.WithLabelValues(name, "deny", "limit"),
 		rules:     rs,
 		active:    m.active.WithLabelValues(name),
 		bytesIn:   m.bytes.WithLabelValues(name, "in"),
@@ -114,6 +119,7 @@ func (m *metrics) service(name string) *svcMetrics {
 // svcMetrics are one service's metrics.
 type svcMetrics struct {
 	allowed, denied, peerError, dryRun prometheus.Counter
+	proxy, limited                     prometheus.Counter
 	rules                              *ruleSet
 	active                             prometheus.Gauge
 	bytesIn, bytesOut, upFail          prometheus.Counter
@@ -123,8 +129,12 @@ type svcMetrics struct {
 // decided counts one judged connection; it is the gate's OnDecision hook.
 func (sm *svcMetrics) decided(ev gate.Event) {
 	switch {
+	case errors.Is(ev.Err, gate.ErrProxyHeader) || errors.Is(ev.Err, gate.ErrProxyRequired):
+		sm.proxy.Inc()
 	case ev.Err != nil:
 		sm.peerError.Inc()
+	case ev.Limit != nil:
+		sm.limited.Inc()
 	case ev.Decision.Allowed():
 		sm.allowed.Inc()
 	default:

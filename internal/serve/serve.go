@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/peergate/peergate/gate"
+	"github.com/peergate/peergate/gate/limit"
 	"github.com/peergate/peergate/internal/config"
 )
 
@@ -27,8 +29,9 @@ type Server struct {
 
 	mu      sync.Mutex
 	cfg     *config.File
-	ports   map[string]*port         // by listen address, kept across reloads
-	sems    map[string]chan struct{} // max_conns slots, by service name
+	ports   map[string]*port          // by listen address, kept across reloads
+	sems    map[string]chan struct{}  // max_conns slots, by service name
+	lims    map[string]*limit.Limiter // per-source limits, by service name
 	conns   map[net.Conn]struct{}
 	kids    map[*exec.Cmd]struct{}
 	files   []string // what Watch polls: the config and the files its rules came from
@@ -47,10 +50,11 @@ type port struct {
 	done chan struct{}
 }
 
-// service is a config.Service with its connection slots and metrics.
+// service is a config.Service with its connection slots, per-source limiter and metrics.
 type service struct {
 	*config.Service
-	sem chan struct{} // nil: no cap
+	sem chan struct{}  // nil: no cap
+	lim *limit.Limiter // nil: no per-source limits
 	m   *svcMetrics
 }
 
@@ -63,7 +67,7 @@ func New(path string, log *slog.Logger) (*Server, error) {
 	if len(cfg.Services) == 0 {
 		return nil, fmt.Errorf("%s: %w: no services to serve", path, config.ErrConfig)
 	}
-	s := &Server{path: path, log: log, ports: map[string]*port{}, sems: map[string]chan struct{}{},
+	s := &Server{path: path, log: log, ports: map[string]*port{}, sems: map[string]chan struct{}{}, lims: map[string]*limit.Limiter{},
 		conns: map[net.Conn]struct{}{}, kids: map[*exec.Cmd]struct{}{}, m: newMetrics()}
 	if err := s.apply(cfg); err != nil {
 		s.closeAll()
@@ -136,6 +140,7 @@ func (s *Server) apply(cfg *config.File) error {
 	}
 	want := map[string]*service{}
 	sems := map[string]chan struct{}{}
+	lims := map[string]*limit.Limiter{}
 	for _, c := range cfg.Services {
 		sem := s.sems[c.Name]
 		if c.MaxConns == 0 {
@@ -144,7 +149,8 @@ func (s *Server) apply(cfg *config.File) error {
 			sem = make(chan struct{}, c.MaxConns)
 		}
 		sems[c.Name] = sem
-		svc := &service{c, sem, s.m.service(c.Name)}
+		lims[c.Name] = limiter(s.lims[c.Name], c)
+		svc := &service{c, sem, lims[c.Name], s.m.service(c.Name)}
 		for _, a := range c.Listen {
 			want[a] = svc
 		}
@@ -197,7 +203,7 @@ func (s *Server) apply(cfg *config.File) error {
 			go s.accept(p)
 		}
 	}
-	s.cfg, s.sems, s.files, s.loaded = cfg, sems, sourceFiles(cfg), time.Now()
+	s.cfg, s.sems, s.lims, s.files, s.loaded = cfg, sems, lims, sourceFiles(cfg), time.Now()
 	s.m.loaded(cfg)
 	return nil
 }
@@ -300,19 +306,29 @@ func (s *Server) untrack(c net.Conn) {
 func (s *Server) handle(c net.Conn, svc *service) {
 	defer svc.release()
 	defer s.untrack(c)
+	defer c.Close() // a *gate.Conn gives back its per-source slot here, after the work below
 	svc.m.active.Inc()
 	defer svc.m.active.Dec()
-	if tc, ok := c.(*net.TCPConn); ok {
+	// A *gate.Conn (read from a trusted proxy, or holding a per-source slot) is taken apart so that
+	// the copy splices and the child gets the socket; the bytes that came after a PROXY header go
+	// to the upstream first.
+	raw, early := c, []byte(nil)
+	if gc, ok := c.(*gate.Conn); ok {
+		early, raw = gc.Detach()
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
 		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true}) // Go's defaults: probes after 15 s idle
 	}
 	if svc.Upstream != "" {
-		s.proxy(c, svc)
+		s.proxy(c, raw, early, svc)
 	} else {
-		s.spawn(c, svc)
+		s.spawn(raw, svc)
 	}
 }
 
-func (s *Server) proxy(c net.Conn, svc *service) {
+// proxy connects c to the upstream: raw is the socket beneath c, early the bytes already read
+// from it past a PROXY header.
+func (s *Server) proxy(c, raw net.Conn, early []byte, svc *service) {
 	t0 := time.Now()
 	up, err := dialUpstream(context.Background(), svc.Service)
 	if err != nil {
@@ -322,7 +338,14 @@ func (s *Server) proxy(c net.Conn, svc *service) {
 		return
 	}
 	svc.m.upLatency.Observe(time.Since(t0).Seconds())
-	in, out := pipe(c, up, svc.IdleTimeout)
+	if err := sendPreamble(up, svc, c, early); err != nil {
+		s.log.Error("upstream write failed", "service", svc.Name, "peer", c.RemoteAddr().String(), "upstream", svc.Upstream, "err", err)
+		up.Close()
+		c.Close()
+		return
+	}
+	in, out := pipe(raw, up, svc.IdleTimeout)
+	in += int64(len(early))
 	svc.m.bytesIn.Add(float64(in))
 	svc.m.bytesOut.Add(float64(out))
 	s.log.Debug("proxied", "service", svc.Name, "peer", c.RemoteAddr().String(), "in", in, "out", out)

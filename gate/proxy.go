@@ -1,0 +1,144 @@
+package gate
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+)
+
+// Errors about the PROXY protocol. Whatever the error, the gate denies the connection.
+var (
+	// ErrProxyHeader: a trusted proxy sent no PROXY header, a malformed or oversized one, or not
+	// all of it within ProxyOptions.Timeout.
+	ErrProxyHeader = errors.New("bad PROXY protocol header")
+	// ErrProxyRequired: ProxyOptions.Required is set and the direct peer is not a trusted proxy.
+	ErrProxyRequired = errors.New("peer is not a trusted proxy and PROXY protocol is required")
+)
+
+// DefaultProxyTimeout is how long a trusted proxy has to send its PROXY header when
+// ProxyOptions.Timeout is 0.
+const DefaultProxyTimeout = 5 * time.Second
+
+// headerBuffer is the read buffer for a PROXY header: a v2 header with TLVs is at most 4096
+// bytes long in go-proxyproto (MaxV2HeaderSize), and a longer one is refused.
+const headerBuffer = 4096 + 16
+
+// ProxyOptions make a Listener read the PROXY protocol header (HAProxy's, versions 1 and 2) from
+// trusted proxies, and judge the client address it carries.
+//
+// When the direct peer (from getpeername) is inside Trusted, the header is read, within Timeout,
+// before the ACL is asked; it must be there, well formed and complete, or the connection is
+// denied (ErrProxyHeader). A header with the LOCAL command or an UNKNOWN/UNSPEC address family
+// (a proxy's own health check) leaves the direct peer to be judged. When the direct peer is not
+// trusted, nothing is read: it is judged itself, and the bytes it sends reach the handler as they
+// are, a forged header included. With Required, such a peer is denied instead (ErrProxyRequired).
+//
+// Headers are read in goroutines, not in Accept: a slow proxy holds up only its own connection,
+// for at most Timeout. At most MaxPending connections are accepted and not yet returned by Accept
+// at a time; beyond that the Listener stops accepting until Accept catches up.
+type ProxyOptions struct {
+	// Trusted are the prefixes of the proxies whose PROXY headers are believed.
+	Trusted []netip.Prefix
+	// Required denies peers that are not trusted proxies.
+	Required bool
+	// Timeout bounds the time to read a header; 0 means DefaultProxyTimeout.
+	Timeout time.Duration
+}
+
+// MaxPending bounds the connections a Listener with ProxyOptions has accepted but Accept has not
+// yet returned (their headers being read, or waiting for Accept).
+const MaxPending = 128
+
+// trusts reports whether addr is one of the trusted proxies.
+func (o *ProxyOptions) trusts(addr netip.Addr) bool {
+	for _, p := range o.Trusted {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// read applies o to c, whose direct peer is in ev.Peer. For a trusted proxy it reads the header,
+// sets ev.Peer to the client and ev.Proxied, and returns the *Conn that holds what was read past
+// the header.
+func (o *ProxyOptions) read(c net.Conn, ev *Event) (*Conn, error) {
+	if ev.Peer.Unix || !o.trusts(ev.Peer.AddrPort.Addr()) {
+		if o.Required {
+			return nil, ErrProxyRequired
+		}
+		return nil, nil
+	}
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = DefaultProxyTimeout
+	}
+	client, proxied, br, err := ReadProxyHeader(c, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if proxied {
+		ev.Peer, ev.Proxied = client, true
+	}
+	w := &Conn{Conn: c, proxied: proxied, client: client}
+	if br.Buffered() > 0 {
+		w.early = br
+	}
+	return w, nil
+}
+
+// ReadProxyHeader reads a PROXY protocol header (v1 or v2) from the start of c, within timeout,
+// and returns the client it names. proxied is false when the header names no client (the LOCAL
+// command, or an UNKNOWN/UNSPEC family): the connection is then the proxy's own. The returned
+// reader holds any bytes read past the header; they belong to the connection's data. Any failure
+// (no header, a malformed or oversized one, a timeout) wraps ErrProxyHeader. c's read deadline
+// is cleared afterwards.
+func ReadProxyHeader(c net.Conn, timeout time.Duration) (client Peer, proxied bool, br *bufio.Reader, err error) {
+	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return Peer{}, false, nil, fmt.Errorf("%w: %w", ErrProxyHeader, err)
+	}
+	defer c.SetReadDeadline(time.Time{})
+	br = bufio.NewReaderSize(c, headerBuffer)
+	h, err := proxyproto.Read(br)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return Peer{}, false, nil, fmt.Errorf("%w: not complete within %v", ErrProxyHeader, timeout)
+	case err != nil:
+		return Peer{}, false, nil, fmt.Errorf("%w: %w", ErrProxyHeader, err)
+	}
+	client, proxied, err = headerPeer(h)
+	if err != nil {
+		return Peer{}, false, nil, fmt.Errorf("%w: %w", ErrProxyHeader, err)
+	}
+	return client, proxied, br, nil
+}
+
+// headerPeer returns the client a parsed header names.
+func headerPeer(h *proxyproto.Header) (Peer, bool, error) {
+	if h.Command.IsLocal() || h.TransportProtocol.IsUnspec() {
+		return Peer{}, false, nil
+	}
+	var ip net.IP
+	var port int
+	switch a := h.SourceAddr.(type) {
+	case *net.TCPAddr:
+		ip, port = a.IP, a.Port
+	case *net.UDPAddr:
+		ip, port = a.IP, a.Port
+	case *net.UnixAddr:
+		return Peer{Unix: true}, true, nil
+	default:
+		return Peer{}, false, fmt.Errorf("no source address (%T)", h.SourceAddr)
+	}
+	addr, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return Peer{}, false, fmt.Errorf("bad source address %v", ip)
+	}
+	return Peer{AddrPort: netip.AddrPortFrom(addr.Unmap(), uint16(port))}, true, nil
+}

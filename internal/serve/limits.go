@@ -1,0 +1,26 @@
+package serve
+
+import (
+	"github.com/peergate/peergate/gate/limit"
+	"github.com/peergate/peergate/internal/config"
+)
+
+// limitConfig is the per-source limit configuration of a service.
+func limitConfig(c *config.Service) limit.Config {
+	return limit.Config{PerSource: c.PerSource, Rate: c.Rate, Burst: c.Burst,
+		IPv4Prefix: c.SourcePrefix4, IPv6Prefix: c.SourcePrefix6, MaxSources: c.MaxSources}
+}
+
+// limiter returns the limiter for c: old when its limits are unchanged, so that a reload keeps
+// the buckets and the count of open connections; a new one when they changed; nil for none.
+// Connections admitted by an old limiter give their slots back to it.
+func limiter(old *limit.Limiter, c *config.Service) *limit.Limiter {
+	cfg := limitConfig(c)
+	if !cfg.Enabled() {
+		return nil
+	}
+	if old != nil && old.Config() == limit.New(cfg).Config() {
+		return old
+	}
+	return limit.New(cfg)
+}
