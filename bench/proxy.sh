@@ -73,6 +73,8 @@ acls:
 services:
   - {name: p, listen: ["127.0.0.1:$((base+1))"], acl: a, upstream: "127.0.0.1:9000", max_conns: 0, idle_timeout: 0s}
 Y
+  sed "s/:$((base+1))\"/:$((base+4))\"/; s/idle_timeout: 0s}/idle_timeout: 0s, kernel_filter: auto}/" \
+    "$work/$name.peergate.yaml" > "$work/$name.peergate-kf.yaml"
   local rule="reject unless"; [ "$act" = deny ] && rule="reject if"
   cat > "$work/$name.haproxy.cfg" <<H
 global
@@ -93,26 +95,46 @@ H
   { echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
     echo "worker_processes 1; daemon off; error_log stderr error; pid $work/$name.nginx.pid;"
     echo "events { worker_connections 8000; }"
-    echo "stream { server { listen 127.0.0.1:$((base+3)); proxy_pass 127.0.0.1:9000;"
+    echo "stream { server { listen 127.0.0.1:$((base+3)); proxy_pass 127.0.0.1:9000; proxy_half_close on;"
     sed "s/.*/  $act &;/" "$list"
     [ "$def" = allow ] && echo "  allow all;" || echo "  deny all;"
     echo "} }"; } > "$work/$name.nginx.conf"
 }
 
-start_proxies() { # name base: start all three, wait until ready, print pids
-  local name=$1 base=$2
+start_proxies() { # name base [kf]: start all three (and peergate with kernel_filter), wait until ready
+  local name=$1 base=$2 kf=${3:-}
   GOMAXPROCS=1 $pin_proxy "$work/peergate" serve -config "$work/$name.peergate.yaml" -watch 0 2>/dev/null & pids+=($!); PG=$!
   $pin_proxy haproxy -f "$work/$name.haproxy.cfg" -db 2>/dev/null & pids+=($!); HA=$!
   $pin_proxy nginx -c "$work/$name.nginx.conf" -e stderr 2>/dev/null & pids+=($!); NG=$!
-  for p in 1 2 3; do wait_port 127.0.0.1:$((base+p)); done
+  local ports="1 2 3"; KF=
+  if [ -n "$kf" ]; then
+    GOMAXPROCS=1 $pin_proxy "$work/peergate" serve -config "$work/$name.peergate-kf.yaml" -watch 0 2>/dev/null & pids+=($!); KF=$!
+    ports="1 2 3 4"
+  fi
+  for p in $ports; do wait_port 127.0.0.1:$((base+p)); done
 }
-stop_proxies() { kill $PG $HA $NG 2>/dev/null || true; wait $PG $HA $NG 2>/dev/null || true; }
+stop_proxies() { kill $PG $HA $NG $KF 2>/dev/null || true; wait $PG $HA $NG $KF 2>/dev/null || true; }
+
+proxy_pids() { # target: the processes of one proxy (nginx: master and workers)
+  case $1 in
+    peergate) echo $PG;; haproxy) echo $HA;; nginx) echo $NG $(pgrep -P $NG);; peergate-kfilter) echo $KF;;
+  esac
+}
+# measure target cmd...: run a pgbench load and add the proxy's CPU per connection, which is what
+# bounds its connections a second on its one core, whatever the noise on the other.
+measure() {
+  local procs; procs=$(proxy_pids "$1"); shift
+  local c0 out c1; c0=$(cpu_ticks $procs)
+  out=$("$@"); c1=$(cpu_ticks $procs)
+  local ok=1; [[ $out == *" ok="* ]] && { ok=${out#* ok=}; ok=${ok%% *}; }
+  echo "$out cpu_s=$(python3 -c "print(($c1-$c0)/100)") cpu_us_per_conn=$(python3 -c "print(round(($c1-$c0)*1e4/max($ok,1),1))")"
+}
 
 connect_rounds() { # name base
   local name=$1 base=$2
   for r in $(seq "$rounds"); do
     for t in peergate:1 haproxy:2 nginx:3; do
-      $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$((base+${t#*:})) -c 16 -d "${secs}s" \
+      measure "${t%:*}" $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$((base+${t#*:})) -c 16 -d "${secs}s" \
         -src 127.0.0.1,127.0.0.4,127.0.0.5,127.0.0.6 -label "$name/${t%:*}/round$r"
     done
   done
@@ -126,31 +148,26 @@ echo "## connect: 100k-prefix blocklist (default allow)"
 write_configs acl100k allow deny "$work/block100k.lst" 9200
 start_proxies acl100k 9200; connect_rounds acl100k 9200
 
-echo "## bulk: 1 GiB through each, CPU seconds per GiB of the proxy"
-nginx_pids() { echo $NG $(pgrep -P $NG); }
-for r in $(seq 2); do
-  for t in peergate:1:PG haproxy:2:HA nginx:3:NG; do
-    IFS=: read -r name port var <<<"$t"
-    procs=${!var}; [ "$name" = nginx ] && procs=$(nginx_pids)
-    c0=$(cpu_ticks $procs)
-    $pin_load "$work/pgbench" load -mode bulk -target 127.0.0.1:$((9200+port)) -bytes $((1<<30)) -label "bulk/$name/round$r" | tr -d '\n'
-    c1=$(cpu_ticks $procs)
-    echo " cpu_s_per_gib=$(python3 -c "print(($c1-$c0)/100)")"
+echo "## bulk: 1 GiB through each; cpu_s is the proxy's CPU seconds for the GiB"
+for r in $(seq 3); do
+  for t in peergate:1 haproxy:2 nginx:3; do
+    measure "${t%:*}" $pin_load "$work/pgbench" load -mode bulk -target 127.0.0.1:$((9200+${t#*:})) -bytes $((1<<30)) -label "bulk/${t%:*}/round$r"
   done
 done
 stop_proxies
 
-echo "## flood: allowed latency while denied clients connect as fast as they can (100k blocklist)"
-echo 127.0.0.2/32 >> "$work/block100k.lst"   # the flooding source
-write_configs flood allow deny "$work/block100k.lst" 9300
-start_proxies flood 9300
+echo "## flood: allowed latency while denied clients connect as fast as they can (1000-prefix blocklist,"
+echo "## small enough for peergate's kernel filter; peergate-kfilter is peergate with kernel_filter: auto)"
+gen_prefixes 999 > "$work/block1k.lst"; echo 127.0.0.2/32 >> "$work/block1k.lst"   # the flooding source
+write_configs flood allow deny "$work/block1k.lst" 9300
+start_proxies flood 9300 kf
 for r in $(seq "$rounds"); do
-  for t in peergate:1 haproxy:2 nginx:3; do
+  for t in peergate:1 haproxy:2 nginx:3 peergate-kfilter:4; do
     port=$((9300+${t#*:}))
-    $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$port -c 4 -d "${secs}s" -label "calm/${t%:*}/round$r"
-    $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$port -c 12 -d "$((secs+1))s" -src 127.0.0.2 -label "flooder/${t%:*}" >/dev/null &
+    measure "${t%:*}" $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$port -c 4 -d "${secs}s" -label "calm/${t%:*}/round$r"
+    $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$port -c 12 -d "$((secs+1))s" -src 127.0.0.2 -label "flooder/${t%:*}/round$r" &
     fl=$!
-    $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$port -c 4 -d "${secs}s" -label "flood/${t%:*}/round$r"
+    measure "${t%:*}" $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$port -c 4 -d "${secs}s" -label "flood/${t%:*}/round$r"
     wait $fl || true
   done
 done

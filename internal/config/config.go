@@ -88,6 +88,7 @@ type Service struct {
 	MaxConns       int           // 0: no cap
 	KernelFilter   string        // "off", "auto" or "required": drop denied SYNs in the kernel
 	LogRate        int           // denial log lines a second, per listener; 0: no limit
+	KeepAlive      time.Duration // TCP keep-alive idle time on both sides of a connection; 0: off
 
 	// PROXY protocol.
 	TrustedProxies     []netip.Prefix // direct peers whose PROXY header is read; none: the feature is off
@@ -225,7 +226,7 @@ func loadACL(path, name string, k, v *yaml.Node, errs *conf.Errors) *ACL {
 
 const serviceKeys = "name, listen, acl, upstream, exec, on_deny, dry_run, connect_timeout, idle_timeout, max_conns, " +
 	"kernel_filter, trusted_proxies, proxy_protocol, proxy_header_timeout, send_proxy, per_source, per_source_prefix, " +
-	"rate, burst, max_sources or log_rate"
+	"rate, burst, max_sources, log_rate or keepalive"
 
 // DefaultProxyHeaderTimeout is proxy_header_timeout when the file does not set it.
 const DefaultProxyHeaderTimeout = 5 * time.Second
@@ -296,6 +297,8 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 			s.MaxConns = count(path, v, errs, "max_conns")
 		case "log_rate":
 			s.LogRate = count(path, v, errs, "log_rate")
+		case "keepalive":
+			s.KeepAlive = duration(path, v, errs)
 		case "kernel_filter":
 			switch word, _ := conf.Scalar(path, v, errs); word {
 			case FilterOff, FilterAuto, FilterRequired:

@@ -196,6 +196,7 @@ func TestErrors(t *testing.T) {
 		{"unknown service key", svc + "    upstream: x:1\n    timeout: 1s\n", 8, "timeout", acl.ErrUnknownKey},
 		{"duplicate service key", svc + "    upstream: x:1\n    upstream: y:1\n", 8, "upstream", acl.ErrDuplicateKey},
 		{"missing program", svc + "    exec: [./no-such-program]\n", 7, "./no-such-program", ErrConfig},
+		{"bad keepalive", svc + "    upstream: x:1\n    keepalive: often\n", 8, "often", ErrConfig},
 		{"bad log_rate", svc + "    upstream: x:1\n    log_rate: fast\n", 8, "fast", ErrConfig},
 		{"bad kernel_filter", svc + "    upstream: x:1\n    kernel_filter: on\n", 8, "on", ErrConfig},
 		{"kernel_filter with dry_run", svc + "    upstream: x:1\n    dry_run: true\n    kernel_filter: auto\n", 9, "auto", ErrConfig},

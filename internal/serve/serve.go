@@ -216,7 +216,7 @@ func listen(addr string) (net.Listener, error) {
 	// Plain TCP, not the MPTCP that Go picks by default where the kernel has it: the kernel takes no
 	// socket filter on an MPTCP socket, and HAProxy and nginx listen with plain TCP too.
 	// No keep-alive setup at accept: a denied peer would pay four setsockopt calls for nothing.
-	// handle turns keep-alive on for the connections that are let in.
+	// handle turns keep-alive on for the connections that are let in, where the config asks.
 	lc := net.ListenConfig{KeepAlive: -1}
 	lc.SetMultipathTCP(false)
 	return lc.Listen(context.Background(), "tcp", addr)
@@ -316,8 +316,8 @@ func (s *Server) handle(c net.Conn, svc *service) {
 	if gc, ok := c.(*gate.Conn); ok {
 		early, raw = gc.Detach()
 	}
-	if tc, ok := raw.(*net.TCPConn); ok {
-		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true}) // Go's defaults: probes after 15 s idle
+	if tc, ok := raw.(*net.TCPConn); ok && svc.KeepAlive > 0 {
+		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: svc.KeepAlive})
 	}
 	if svc.Upstream != "" {
 		s.proxy(c, raw, early, svc)
