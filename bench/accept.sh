@@ -10,7 +10,7 @@ n=${2:-20000}
 out=${OUT:-bench/results/accept.txt}
 mkdir -p "$(dirname "$out")"
 go test -c -o /tmp/gate.bench.test ./gate
-go install golang.org/x/perf/cmd/benchstat@v0.0.0-20250414141345-ef18a6b38a0d >/dev/null 2>&1 || true
+go install golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da >/dev/null 2>&1 || true
 : > "$out"
 for _ in $(seq "$rounds"); do
   /tmp/gate.bench.test -test.run '^$' -test.bench 'Accept$' -test.benchtime "${n}x" -test.benchmem | grep '^Benchmark' >> "$out"

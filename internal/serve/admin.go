@@ -126,6 +126,8 @@ type effectiveSvc struct {
 	Rate           float64  `json:"rate_per_second,omitempty"`
 	Burst          int      `json:"burst,omitempty"`
 	MaxSources     int      `json:"max_sources,omitempty"`
+	LogRate        *int     `json:"log_rate,omitempty"`
+	KeepAlive      string   `json:"keepalive,omitempty"`
 }
 
 func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
@@ -145,7 +147,7 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
 		es := effectiveSvc{Name: c.Name, Listen: c.Listen, ACL: c.ACL.Name,
 			Upstream: c.Upstream, Exec: c.Exec, OnDeny: onDeny, DryRun: c.DryRun,
 			ConnectTimeout: c.ConnectTimeout.String(), IdleTimeout: c.IdleTimeout.String(), MaxConns: &c.MaxConns,
-			KernelFilter: c.KernelFilter, SendProxy: c.SendProxy}
+			KernelFilter: c.KernelFilter, SendProxy: c.SendProxy, LogRate: &c.LogRate, KeepAlive: c.KeepAlive.String()}
 		if len(c.TrustedProxies) > 0 {
 			for _, p := range c.TrustedProxies {
 				es.TrustedProxies = append(es.TrustedProxies, p.String())
