@@ -114,8 +114,10 @@ func (p *piping) copyHalf(dst, src net.Conn) int64 {
 // (bench/proxy.sh, BENCHMARKS.md), spliced data cost the local receiver half as much CPU again
 // and cut throughput to 0.65-0.9x, while a plain copy matched HAProxy's MB/s at the same CPU.
 // Data for a remote peer is spliced, which saves the proxy more than half of its CPU.
-func local(c net.Conn) bool {
-	switch a := c.RemoteAddr().(type) {
+func local(c net.Conn) bool { return localAddr(c.RemoteAddr()) }
+
+func localAddr(a net.Addr) bool {
+	switch a := a.(type) {
 	case *net.TCPAddr:
 		return a.IP.IsLoopback()
 	case *net.UnixAddr:

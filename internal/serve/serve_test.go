@@ -233,3 +233,23 @@ func TestHostilePeers(t *testing.T) {
 	})
 	settle(t, baseG, baseF)
 }
+
+func TestLocalAddr(t *testing.T) {
+	for _, tc := range []struct {
+		addr net.Addr
+		want bool
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("127.0.0.1")}, true},
+		{&net.TCPAddr{IP: net.ParseIP("127.9.9.9")}, true},
+		{&net.TCPAddr{IP: net.ParseIP("::1")}, true},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:127.0.0.2")}, true},
+		{&net.UnixAddr{Name: "/run/app.sock", Net: "unix"}, true},
+		{&net.TCPAddr{IP: net.ParseIP("192.0.2.1")}, false}, // spliced
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8::1")}, false},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.1")}, false},
+	} {
+		if got := localAddr(tc.addr); got != tc.want {
+			t.Errorf("localAddr(%v) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
+}
