@@ -348,7 +348,9 @@ func (s *Server) proxy(c, raw net.Conn, early []byte, svc *service) {
 	in += int64(len(early))
 	svc.m.bytesIn.Add(float64(in))
 	svc.m.bytesOut.Add(float64(out))
-	s.log.Debug("proxied", "service", svc.Name, "peer", c.RemoteAddr().String(), "in", in, "out", out)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) { // RemoteAddr().String() allocates
+		s.log.Debug("proxied", "service", svc.Name, "peer", c.RemoteAddr().String(), "in", in, "out", out)
+	}
 }
 
 func (s *Server) spawn(c net.Conn, svc *service) {
