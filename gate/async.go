@@ -47,6 +47,9 @@ func (l *Listener) acceptAsync() (net.Conn, error) {
 func (l *Listener) pump() {
 	a := &l.async
 	defer close(a.done)
+	// However the pump stops (Close, or the inner listener closed under us), connections still
+	// being judged must not wait for an Accept that will never come: they see closed and close.
+	defer l.closeOnce.Do(func() { close(l.closed) })
 	for {
 		select {
 		case a.pending <- struct{}{}:

@@ -40,14 +40,14 @@ type Options struct {
 	// Proxy, if set, reads the PROXY protocol header that trusted proxies send, and judges the
 	// client address it carries rather than the proxy's (see ProxyOptions).
 	Proxy *ProxyOptions
-	// Limiter, if set, is asked about every connection the ACL allows, with the client's address;
-	// over a limit the connection is denied, DryRun or not. (In DryRun, connections the ACL
-	// denies are handed on without asking it.) package gate/limit has one.
+	// Limiter, if set, is asked about every connection that would be handed on (those the ACL
+	// allows, and in DryRun those it denies too), with the client's address; over a limit the
+	// connection is denied, DryRun or not. package gate/limit has one.
 	Limiter Limiter
 }
 
-// Limiter caps connections per source address. Admit is called for each connection the ACL
-// allows; an error denies it. A non-nil release is called once when the connection closes: the
+// Limiter caps connections per source address. Admit is called for each connection that would be
+// handed on; an error denies it. A non-nil release is called once when the connection closes: the
 // Listener then returns a *Conn whose Close calls it.
 type Limiter interface {
 	Admit(addr netip.Addr) (release func(), err error)
@@ -146,13 +146,14 @@ func (l *Listener) Accept() (net.Conn, error) {
 func (l *Listener) judge(c net.Conn) (net.Conn, bool) {
 	opts := l.opts.Load()
 	ev := Event{Conn: c}
-	a := l.acl.Load()
 	ev.Peer, ev.Err = PeerOf(c)
 	ev.Direct = ev.Peer
 	var wrapped *Conn
 	if ev.Err == nil && opts.Proxy != nil {
 		wrapped, ev.Err = opts.Proxy.read(c, &ev)
+		opts = l.opts.Load() // the read may have taken seconds: judge by the policy of now
 	}
+	a := l.acl.Load()
 	if ev.Err == nil && a == nil {
 		ev.Err = ErrNoACL
 	}
@@ -163,7 +164,8 @@ func (l *Listener) judge(c net.Conn) (net.Conn, bool) {
 	default:
 		ev.Decision = ev.Peer.Decide(a)
 		var release func()
-		if ev.Decision.Allowed() && opts.Limiter != nil && !ev.Peer.Unix {
+		// Limits apply to every connection handed on, including those dry_run lets through.
+		if (ev.Decision.Allowed() || opts.DryRun) && opts.Limiter != nil && !ev.Peer.Unix {
 			release, ev.Limit = opts.Limiter.Admit(ev.Peer.AddrPort.Addr())
 		}
 		switch {

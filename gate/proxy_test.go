@@ -2,6 +2,7 @@ package gate
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -234,5 +235,40 @@ func TestProxyProtocolClose(t *testing.T) {
 	}
 	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("second Accept after Close: %v", err)
+	}
+}
+
+// Closing the inner listener directly (not through the gate) must still close the connections
+// that were judged and are waiting for an Accept that will never come.
+func TestProxyProtocolInnerClosed(t *testing.T) {
+	inner := listen(t, "tcp", "127.0.0.1:0")
+	events := make(chan Event, 16)
+	ln := NewListener(inner, mustACL(t, acl.Allow, acl.Deny), Options{
+		Proxy:      &ProxyOptions{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.5/32")}},
+		OnDecision: func(ev Event) { events <- ev },
+	})
+	first := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); first <- c }() // starts the accepting goroutine
+	var clients []net.Conn
+	for i := range 4 {
+		c := dialFrom(t, "127.0.0.5", inner.Addr().String())
+		defer c.Close()
+		c.Write(proxyHeader(t, 2, fmt.Sprintf("10.0.0.%d:1000", i+1), "127.0.0.1:80"))
+		clients = append(clients, c)
+		<-events // judged and allowed
+	}
+	if c := <-first; c != nil {
+		c.Close() // the one handed on: its client sees EOF too
+	}
+	inner.Close() // three allowed connections are waiting to be handed on
+	closed := 0
+	for _, c := range clients {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == io.EOF {
+			closed++
+		}
+	}
+	if closed != 4 {
+		t.Errorf("%d of the 4 connections were closed, want all (3 were left waiting)", closed)
 	}
 }

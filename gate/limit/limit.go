@@ -12,6 +12,7 @@ package limit
 
 import (
 	"errors"
+	"math"
 	"net/netip"
 	"sync"
 	"time"
@@ -91,7 +92,7 @@ func New(cfg Config) *Limiter {
 	}
 	l := &Limiter{cfg: cfg, burst: float64(cfg.Burst), epoch: time.Now(), m: map[netip.Addr]*entry{}}
 	if cfg.Rate > 0 {
-		l.full = int64(float64(cfg.Burst) / cfg.Rate * 1e9)
+		l.full = int64(min(float64(cfg.Burst)/cfg.Rate*1e9, math.MaxInt64/2)) // no overflow for absurd rates
 	}
 	l.now = func() int64 { return int64(time.Since(l.epoch)) }
 	return l

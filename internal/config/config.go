@@ -513,7 +513,13 @@ func ParseRate(s string) (float64, error) {
 	if err != nil || d <= 0 {
 		return 0, fmt.Errorf("%w: %w", ErrConfig, ErrRate)
 	}
-	return n / d.Seconds(), nil
+	// Between one a day and a billion a second: beyond either, a token bucket's arithmetic in
+	// nanoseconds overflows, and neither is a limit anyone means.
+	r := n / d.Seconds()
+	if r < 1.0/86400 || r > 1e9 {
+		return 0, fmt.Errorf("%w: %w (between 1/24h and 1000000000/s)", ErrConfig, ErrRate)
+	}
+	return r, nil
 }
 
 func duration(path string, v *yaml.Node, errs *conf.Errors) time.Duration {

@@ -169,6 +169,11 @@ services:
 			t.Errorf("ParseRate(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
+	for _, in := range []string{"1/2562047h", "1e308/1ns", "0/s", "x/s", "10", "10/fortnight", "NaN/s"} {
+		if got, err := ParseRate(in); !errors.Is(err, ErrRate) {
+			t.Errorf("ParseRate(%q) = %v, %v; want ErrRate", in, got, err)
+		}
+	}
 }
 
 func TestErrors(t *testing.T) {

@@ -27,19 +27,20 @@ type Server struct {
 	path string
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	cfg     *config.File
-	ports   map[string]*port          // by listen address, kept across reloads
-	sems    map[string]chan struct{}  // max_conns slots, by service name
-	lims    map[string]*limit.Limiter // per-source limits, by service name
-	conns   map[net.Conn]struct{}
-	kids    map[*exec.Cmd]struct{}
-	files   []string // what Watch polls: the config and the files its rules came from
-	closing bool
-	wg      sync.WaitGroup // accept loops, connections and children
-	loaded  time.Time      // when cfg was loaded
-	m       *metrics
-	admin   *admin // nil: no admin listener
+	reloading sync.Mutex // held through a whole Reload
+	mu        sync.Mutex
+	cfg       *config.File
+	ports     map[string]*port          // by listen address, kept across reloads
+	sems      map[string]chan struct{}  // max_conns slots, by service name
+	lims      map[string]*limit.Limiter // per-source limits, by service name
+	conns     map[net.Conn]struct{}
+	kids      map[*exec.Cmd]struct{}
+	files     []string // what Watch polls: the config and the files its rules came from
+	closing   bool
+	wg        sync.WaitGroup // accept loops, connections and children
+	loaded    time.Time      // when cfg was loaded
+	m         *metrics
+	admin     *admin // nil: no admin listener
 }
 
 // port is one listening address and the service it currently serves.
@@ -109,6 +110,10 @@ func (s *Server) DrainTimeout() time.Duration {
 // connection, listeners whose address is unchanged stay open, open connections stay up. An
 // invalid file changes nothing and its error is returned (and logged).
 func (s *Server) Reload() error {
+	// One reload at a time, load to apply: SIGHUP and the file watcher may both call Reload, and
+	// an older file must never be applied after a newer one.
+	s.reloading.Lock()
+	defer s.reloading.Unlock()
 	cfg, err := config.Load(s.path)
 	if err == nil && len(cfg.Services) == 0 {
 		err = fmt.Errorf("%s: %w: no services to serve", s.path, config.ErrConfig)
