@@ -74,6 +74,7 @@ type entry struct {
 	tokens     float64
 	last       int64 // when tokens was last brought up to date
 	prev, next *entry
+	linked     bool // in the recency list: exactly the entries with no open connection
 }
 
 // New returns a Limiter for cfg.
@@ -133,11 +134,16 @@ func (l *Limiter) Admit(addr netip.Addr) (release func(), err error) {
 		}
 		e = &entry{key: key, tokens: l.burst, last: now}
 		l.m[key] = e
-		l.pushFront(e)
 	} else {
 		l.unlink(e)
-		l.pushFront(e)
 	}
+	// Seen now: back to the recent end, unless it holds connections, which keep it out of the
+	// list (and so out of eviction's way) until release.
+	defer func() {
+		if e.active == 0 {
+			l.pushFront(e)
+		}
+	}()
 	if l.cfg.Rate > 0 {
 		e.tokens = min(l.burst, e.tokens+float64(now-e.last)*l.cfg.Rate/1e9)
 		e.last = now
@@ -162,8 +168,12 @@ func (l *Limiter) release(e *entry) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e.active--
-	if e.active == 0 && l.idle(e, l.now()) {
+	switch {
+	case e.active > 0:
+	case l.idle(e, l.now()):
 		l.remove(e)
+	default:
+		l.pushFront(e)
 	}
 }
 
@@ -183,24 +193,16 @@ func (l *Limiter) sweep(now int64) {
 	}
 }
 
-// makeRoom evicts the least recently seen entry without open connections, looking at a few
-// entries from the old end; entries with open connections it passes are moved to the recent end
-// so they do not block the next call. It reports whether it made room.
+// makeRoom evicts the least recently seen entry without open connections (the list holds only
+// those). It fails only when every source in the table has a connection open.
 func (l *Limiter) makeRoom() bool {
-	for range evictScan {
-		e := l.tail
-		if e == nil {
-			return false
-		}
-		if e.active == 0 {
-			l.remove(e)
-			l.evicted++
-			return true
-		}
-		l.unlink(e)
-		l.pushFront(e)
+	e := l.tail
+	if e == nil {
+		return false
 	}
-	return false
+	l.remove(e)
+	l.evicted++
+	return true
 }
 
 // Len returns the number of sources in the table.
@@ -224,6 +226,7 @@ func (l *Limiter) remove(e *entry) {
 }
 
 func (l *Limiter) pushFront(e *entry) {
+	e.linked = true
 	e.prev, e.next = nil, l.head
 	if l.head != nil {
 		l.head.prev = e
@@ -235,6 +238,10 @@ func (l *Limiter) pushFront(e *entry) {
 }
 
 func (l *Limiter) unlink(e *entry) {
+	if !e.linked {
+		return
+	}
+	e.linked = false
 	if e.prev != nil {
 		e.prev.next = e.next
 	} else {

@@ -179,3 +179,35 @@ func TestLimiterConcurrent(t *testing.T) {
 		t.Errorf("%d sources left", n)
 	}
 }
+
+// Sources holding connections open must not crowd out idle entries at eviction: with a quarter
+// of the table held by long-lived sources, a stream of new sources is never refused.
+func TestLimiterEvictsAroundOpenSources(t *testing.T) {
+	l := New(Config{PerSource: 4, Rate: 1, Burst: 1, MaxSources: 64})
+	var held []func()
+	for i := range 16 {
+		release, err := l.Admit(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, release)
+	}
+	for i := range 2000 {
+		release, err := l.Admit(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}))
+		if err != nil {
+			t.Fatalf("new source %d refused with %d entries, 16 of them open: %v", i, l.Len(), err)
+		}
+		release() // a short connection: its bucket is empty, so the entry stays until evicted
+		if i%100 == 0 { // the long-lived sources connect again now and then
+			if r, err := l.Admit(netip.AddrFrom4([4]byte{10, 0, 0, byte(i / 100 % 16)})); err == nil {
+				r()
+			}
+		}
+	}
+	if n := l.Len(); n > 64 {
+		t.Errorf("%d entries, cap 64", n)
+	}
+	for _, r := range held {
+		r()
+	}
+}
