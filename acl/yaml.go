@@ -16,7 +16,11 @@ func Load(path string) (*ACL, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(spec)
+	a, err := New(spec)
+	if err != nil {
+		return nil, &PosError{File: path, Err: err} // a loaded spec is valid but may be too big
+	}
+	return a, nil
 }
 
 // LoadSpec reads the YAML ACL file at path:

@@ -101,7 +101,7 @@ services:
   - {name: echo, listen: ["127.0.0.1:0"], acl: big, upstream: "127.0.0.1:9", kernel_filter: %s}
 `
 	_, stderr, code := runBin(t, "serve", "-config", writeFile(t, dir, "req.yaml", fmt.Sprintf(conf, "required")))
-	if code != exitError || !strings.Contains(stderr, "kernel_filter required") || !strings.Contains(stderr, "too large") {
+	if code != exitError || !strings.Contains(stderr, "kernel_filter required") || !strings.Contains(stderr, "too large") || !strings.Contains(stderr, "req.yaml:5: \"required\"") {
 		t.Errorf("required: exit %d, stderr %q", code, stderr)
 	}
 	p := startServe(t, writeFile(t, dir, "auto.yaml", fmt.Sprintf(conf, "auto")), "-watch", "0")

@@ -87,6 +87,7 @@ type Service struct {
 	IdleTimeout    time.Duration // 0: none
 	MaxConns       int           // 0: no cap
 	KernelFilter   string        // "off", "auto" or "required": drop denied SYNs in the kernel
+	FilterLine     int           // where kernel_filter was written; 0 when it was not
 	LogRate        int           // denial log lines a second, per listener; 0: no limit
 	KeepAlive      time.Duration // TCP keep-alive idle time on both sides of a connection; 0: off
 
@@ -137,7 +138,7 @@ func Parse(path string, data []byte) (*File, error) {
 		}
 		a, err := acl.New(spec)
 		if err != nil {
-			return nil, err
+			return nil, &acl.PosError{File: path, Err: err}
 		}
 		name := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 		f.ACLs = []*ACL{{Name: name, Line: 1, Spec: spec, ACL: a}}
@@ -235,9 +236,8 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 	path := f.Path
 	s := &Service{Line: n.Line, ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout, MaxConns: DefaultMaxConns,
 		KernelFilter: FilterOff, ProxyHeaderTimeout: DefaultProxyHeaderTimeout, LogRate: DefaultLogRate}
-	filterLine := 0
-	var proxyLine, sendLine, burstLine int // where proxy_protocol, send_proxy and burst were written
-	aclLine := 0                           // where acl was written; -1 when it named no ACL (already reported)
+	var proxyLine, sendLine, burstLine, rateLine int // where proxy_protocol, send_proxy, burst and rate were written
+	aclLine := 0                                     // where acl was written; -1 when it named no ACL (already reported)
 	ok := conf.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "name":
@@ -302,7 +302,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 		case "kernel_filter":
 			switch word, _ := conf.Scalar(path, v, errs); word {
 			case FilterOff, FilterAuto, FilterRequired:
-				s.KernelFilter, filterLine = word, v.Line
+				s.KernelFilter, s.FilterLine = word, v.Line
 			default:
 				errs.At(path, v.Line, word, fmt.Errorf("%w: kernel_filter must be off, auto or required", ErrConfig))
 			}
@@ -337,6 +337,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 			burstLine = v.Line
 			s.Burst = count(path, v, errs, "burst")
 		case "rate":
+			rateLine = v.Line
 			if word, ok := conf.Scalar(path, v, errs); ok {
 				r, err := ParseRate(word)
 				if err != nil {
@@ -366,16 +367,23 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 	if !ok {
 		return nil
 	}
-	switch {
-	case proxyLine != 0 && len(s.TrustedProxies) == 0:
+	// Conflicts between keys, each reported on its own.
+	if proxyLine != 0 && len(s.TrustedProxies) == 0 {
 		errs.At(path, proxyLine, "proxy_protocol", fmt.Errorf("%w: proxy_protocol needs trusted_proxies (the proxies whose headers to read)", ErrConfig))
-	case len(s.TrustedProxies) > 0 && len(s.Exec) > 0:
+	}
+	if len(s.TrustedProxies) > 0 && len(s.Exec) > 0 {
 		errs.At(path, s.Line, s.Name, fmt.Errorf("%w: trusted_proxies needs upstream (proxy mode): a spawned program cannot be given the bytes read past the header", ErrConfig))
-	case sendLine != 0 && len(s.Exec) > 0:
+	}
+	if sendLine != 0 && len(s.Exec) > 0 {
 		errs.At(path, sendLine, s.SendProxy, fmt.Errorf("%w: send_proxy needs upstream (proxy mode)", ErrConfig))
-	case len(s.TrustedProxies) > 0 && s.KernelFilter != FilterOff:
-		errs.At(path, filterLine, s.KernelFilter, fmt.Errorf("%w: kernel_filter judges the direct peer, which behind trusted_proxies is the proxy, not the client; use off", ErrConfig))
-	case burstLine != 0 && s.Rate == 0:
+	}
+	if len(s.TrustedProxies) > 0 && s.KernelFilter != FilterOff {
+		errs.At(path, s.FilterLine, s.KernelFilter, fmt.Errorf("%w: kernel_filter judges the direct peer, which behind trusted_proxies is the proxy, not the client; use off", ErrConfig))
+	}
+	if s.DryRun && s.KernelFilter != FilterOff {
+		errs.At(path, s.FilterLine, s.KernelFilter, fmt.Errorf("%w: kernel_filter drops denied peers, which dry_run must hand on; use off", ErrConfig))
+	}
+	if burstLine != 0 && s.Rate == 0 && rateLine == 0 { // a bad rate is reported already
 		errs.At(path, burstLine, strconv.Itoa(s.Burst), fmt.Errorf("%w: burst needs rate", ErrConfig))
 	}
 	need := func(what string) { errs.At(path, s.Line, s.Name, fmt.Errorf("%w: service needs %s", ErrConfig, what)) }
@@ -388,8 +396,6 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 		need("an acl (the name of an entry under acls)")
 	case (s.Upstream == "") == (len(s.Exec) == 0):
 		need("exactly one of upstream (proxy) and exec (spawn)")
-	case s.DryRun && s.KernelFilter != FilterOff:
-		errs.At(path, filterLine, s.KernelFilter, fmt.Errorf("%w: kernel_filter drops denied peers, which dry_run must hand on; use off", ErrConfig))
 	}
 	return s
 }

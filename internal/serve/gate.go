@@ -91,7 +91,7 @@ func filterFits(addr string, svc *service) error {
 		}
 	}
 	if _, err := kfilter.Compile(svc.ACL.ACL, family); err != nil {
-		return fmt.Errorf("service %s: kernel_filter required: %w", svc.Name, err)
+		return fmt.Errorf("kernel_filter required: %w", err)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/gate/limit"
+	"github.com/peergate/peergate/internal/conf"
 	"github.com/peergate/peergate/internal/config"
 )
 
@@ -163,7 +164,7 @@ func (s *Server) apply(cfg *config.File) error {
 	for addr, svc := range want {
 		if svc.KernelFilter == config.FilterRequired {
 			if err := filterFits(addr, svc); err != nil {
-				return err
+				return filterError(cfg, svc, err)
 			}
 		}
 	}
@@ -177,11 +178,15 @@ func (s *Server) apply(cfg *config.File) error {
 		if err == nil {
 			if g, err = newGate(ln, svc, s.log); err != nil {
 				ln.Close()
+				err = filterError(cfg, svc, err)
 			}
 		}
 		if err != nil {
 			for _, p := range opened {
 				p.ln.Close()
+			}
+			if _, ok := err.(*conf.PosError); ok {
+				return err
 			}
 			return fmt.Errorf("service %s: %w", svc.Name, err)
 		}
@@ -211,6 +216,12 @@ func (s *Server) apply(cfg *config.File) error {
 	s.cfg, s.sems, s.lims, s.files, s.loaded = cfg, sems, lims, sourceFiles(cfg), time.Now()
 	s.m.loaded(cfg)
 	return nil
+}
+
+// filterError places a kernel_filter failure at the line of the config that asked for it.
+func filterError(cfg *config.File, svc *service, err error) error {
+	return &conf.PosError{File: cfg.Path, Line: svc.FilterLine, Value: svc.KernelFilter,
+		Err: fmt.Errorf("service %s: %w", svc.Name, err)}
 }
 
 func listen(addr string) (net.Listener, error) {
