@@ -11,7 +11,8 @@ import (
 // sendPreamble writes to the upstream what must precede the client's bytes: the PROXY header of
 // send_proxy naming the client (c's RemoteAddr: the address a trusted proxy named, or the direct
 // peer) and the local address it connected to, then early, the bytes that followed an incoming
-// PROXY header. A client without an IP address (a Unix socket) is sent as the LOCAL command.
+// PROXY header. A client without an IP address (a Unix socket) goes out as go-proxyproto formats
+// it: "PROXY UNKNOWN" in v1, AF_UNIX addresses in v2.
 func sendPreamble(up net.Conn, svc *service, c net.Conn, early []byte) error {
 	var buf []byte
 	if svc.SendProxy != "" {
