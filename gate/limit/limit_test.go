@@ -197,7 +197,7 @@ func TestLimiterEvictsAroundOpenSources(t *testing.T) {
 		if err != nil {
 			t.Fatalf("new source %d refused with %d entries, 16 of them open: %v", i, l.Len(), err)
 		}
-		release() // a short connection: its bucket is empty, so the entry stays until evicted
+		release()       // a short connection: its bucket is empty, so the entry stays until evicted
 		if i%100 == 0 { // the long-lived sources connect again now and then
 			if r, err := l.Admit(netip.AddrFrom4([4]byte{10, 0, 0, byte(i / 100 % 16)})); err == nil {
 				r()
