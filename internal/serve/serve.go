@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -209,8 +210,7 @@ func (s *Server) apply(cfg *config.File) error {
 		p.svc.Store(want[addr])
 		s.ports[addr] = p
 		if s.cfg != nil { // running: start serving now; at startup Serve starts them all
-			s.wg.Add(1)
-			go s.accept(p)
+			s.startAccepting(p)
 		}
 	}
 	s.cfg, s.sems, s.lims, s.files, s.loaded = cfg, sems, lims, sourceFiles(cfg), time.Now()
@@ -242,13 +242,21 @@ func listen(addr string) (net.Listener, error) {
 func (s *Server) Serve() error {
 	s.mu.Lock()
 	for _, p := range s.ports {
-		s.wg.Add(1)
-		go s.accept(p)
+		s.startAccepting(p)
 	}
 	s.mu.Unlock()
 	go s.serveAdmin()
 	s.wg.Wait()
 	return nil
+}
+
+// startAccepting starts the accept loops of p: one a CPU that Go may use, up to 4, so that judging
+// (and, under a flood, closing) denied peers on one core does not hold up the next accept.
+func (s *Server) startAccepting(p *port) {
+	for range min(runtime.GOMAXPROCS(0), 4) {
+		s.wg.Add(1)
+		go s.accept(p)
+	}
 }
 
 func (s *Server) accept(p *port) {
