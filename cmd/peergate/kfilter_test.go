@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,12 +43,15 @@ func TestServeKernelFilter(t *testing.T) {
 	up, upCount := echoUpstream(t)
 	cfg := writeFile(t, t.TempDir(), "serve.yaml", fmt.Sprintf(filterConfig, up, "auto"))
 	p := startServe(t, cfg, "-watch", "0")
-	v4 := p.waitLog(`msg=listening service=echo addr=(127\.0\.0\.1:\d+)`)[1]
-	dual := p.waitLog(`msg=listening service=echo addr=(\[::\]:\d+)`)[1]
-	admin := p.addr("admin")
+	// The listening lines come in any order: wait for all, then read the addresses off the log.
+	p.waitLogs(`msg=listening service=echo addr=127`, `msg=listening service=echo addr=\[::\]`, `msg=listening service=admin`)
 	p.mu.Lock()
 	log := strings.Join(p.log, "\n")
 	p.mu.Unlock()
+	find := func(re string) string { return regexp.MustCompile(re).FindStringSubmatch(log)[1] }
+	v4 := find(`msg=listening service=echo addr=(127\.0\.0\.1:\d+)`)
+	dual := find(`msg=listening service=echo addr=(\[::\]:\d+)`)
+	admin := find(`msg=listening service=admin addr=(\S+)`)
 	if strings.Contains(log, "kernel filter not attached") {
 		t.Skipf("the kernel takes no socket filter here: %s", log)
 	}
