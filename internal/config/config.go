@@ -236,8 +236,9 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 	path := f.Path
 	s := &Service{Line: n.Line, ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout, MaxConns: DefaultMaxConns,
 		KernelFilter: FilterOff, ProxyHeaderTimeout: DefaultProxyHeaderTimeout, LogRate: DefaultLogRate}
-	var proxyLine, sendLine, burstLine, rateLine int // where proxy_protocol, send_proxy, burst and rate were written
-	aclLine := 0                                     // where acl was written; -1 when it named no ACL (already reported)
+	// Where keys that need another key were written (0: not written).
+	var proxyLine, sendLine, burstLine, rateLine, timeoutLine, maxSourcesLine, prefixLine int
+	aclLine := 0 // where acl was written; -1 when it named no ACL (already reported)
 	ok := conf.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "name":
@@ -318,7 +319,9 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 				errs.At(path, v.Line, word, fmt.Errorf("%w: proxy_protocol must be optional or required", ErrConfig))
 			}
 		case "proxy_header_timeout":
-			if s.ProxyHeaderTimeout = duration(path, v, errs); s.ProxyHeaderTimeout == 0 {
+			timeoutLine = v.Line
+			s.ProxyHeaderTimeout = duration(path, v, errs) // reports what is not a duration
+			if d, err := time.ParseDuration(v.Value); err == nil && d == 0 {
 				errs.At(path, v.Line, v.Value, fmt.Errorf("%w: proxy_header_timeout must be more than 0", ErrConfig))
 			}
 		case "send_proxy":
@@ -332,6 +335,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 		case "per_source":
 			s.PerSource = count(path, v, errs, "per_source")
 		case "max_sources":
+			maxSourcesLine = v.Line
 			s.MaxSources = count(path, v, errs, "max_sources")
 		case "burst":
 			burstLine = v.Line
@@ -346,6 +350,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 				s.Rate = r
 			}
 		case "per_source_prefix":
+			prefixLine = v.Line
 			conf.Mapping(path, v, errs, func(key string, k, v *yaml.Node) {
 				word, _ := conf.Scalar(path, v, errs)
 				bits, err := strconv.Atoi(word)
@@ -382,6 +387,17 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 	}
 	if s.DryRun && s.KernelFilter != FilterOff {
 		errs.At(path, s.FilterLine, s.KernelFilter, fmt.Errorf("%w: kernel_filter drops denied peers, which dry_run must hand on; use off", ErrConfig))
+	}
+	if timeoutLine != 0 && len(s.TrustedProxies) == 0 {
+		errs.At(path, timeoutLine, "proxy_header_timeout", fmt.Errorf("%w: proxy_header_timeout needs trusted_proxies", ErrConfig))
+	}
+	for _, k := range []struct {
+		line int
+		key  string
+	}{{maxSourcesLine, "max_sources"}, {prefixLine, "per_source_prefix"}} {
+		if k.line != 0 && s.PerSource == 0 && rateLine == 0 {
+			errs.At(path, k.line, k.key, fmt.Errorf("%w: %s needs per_source or rate (a limit to apply)", ErrConfig, k.key))
+		}
 	}
 	if burstLine != 0 && s.Rate == 0 && rateLine == 0 { // a bad rate is reported already
 		errs.At(path, burstLine, strconv.Itoa(s.Burst), fmt.Errorf("%w: burst needs rate", ErrConfig))
