@@ -77,20 +77,26 @@ type entry struct {
 	linked     bool // in the recency list: exactly the entries with no open connection
 }
 
+// WithDefaults returns c with every zero or out-of-range field set to what a Limiter uses.
+func (c Config) WithDefaults() Config {
+	if c.Burst <= 0 {
+		c.Burst = max(1, int(c.Rate))
+	}
+	if c.IPv4Prefix <= 0 || c.IPv4Prefix > 32 {
+		c.IPv4Prefix = 32
+	}
+	if c.IPv6Prefix <= 0 || c.IPv6Prefix > 128 {
+		c.IPv6Prefix = 128
+	}
+	if c.MaxSources <= 0 {
+		c.MaxSources = DefaultMaxSources
+	}
+	return c
+}
+
 // New returns a Limiter for cfg.
 func New(cfg Config) *Limiter {
-	if cfg.Burst <= 0 {
-		cfg.Burst = max(1, int(cfg.Rate))
-	}
-	if cfg.IPv4Prefix <= 0 || cfg.IPv4Prefix > 32 {
-		cfg.IPv4Prefix = 32
-	}
-	if cfg.IPv6Prefix <= 0 || cfg.IPv6Prefix > 128 {
-		cfg.IPv6Prefix = 128
-	}
-	if cfg.MaxSources <= 0 {
-		cfg.MaxSources = DefaultMaxSources
-	}
+	cfg = cfg.WithDefaults()
 	l := &Limiter{cfg: cfg, burst: float64(cfg.Burst), epoch: time.Now(), m: map[netip.Addr]*entry{}}
 	if cfg.Rate > 0 {
 		l.full = int64(min(float64(cfg.Burst)/cfg.Rate*1e9, math.MaxInt64/2)) // no overflow for absurd rates
@@ -212,8 +218,8 @@ func (l *Limiter) Len() int {
 	return len(l.m)
 }
 
-// Evicted returns how many sources were dropped to make room while their bucket was not yet full:
-// under a flood of distinct sources, how much rate state was forgotten.
+// Evicted returns how many sources with no open connection were dropped to make room in a full
+// table: under a flood of distinct sources, how much rate state may have been forgotten.
 func (l *Limiter) Evicted() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()

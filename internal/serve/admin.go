@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/gate"
-	"github.com/peergate/peergate/gate/limit"
 	"github.com/peergate/peergate/internal/config"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -158,7 +157,7 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
 			}
 		}
 		if lc := limitConfig(c); lc.Enabled() {
-			lc = limit.New(lc).Config() // with defaults filled in
+			lc = lc.WithDefaults()
 			es.PerSource, es.Rate, es.Burst, es.MaxSources = lc.PerSource, lc.Rate, lc.Burst, lc.MaxSources
 			es.PerSourcePfx = []int{lc.IPv4Prefix, lc.IPv6Prefix}
 			if lc.Rate == 0 {

@@ -19,7 +19,7 @@ func limiter(old *limit.Limiter, c *config.Service) *limit.Limiter {
 	if !cfg.Enabled() {
 		return nil
 	}
-	if old != nil && old.Config() == limit.New(cfg).Config() {
+	if old != nil && old.Config() == cfg.WithDefaults() {
 		return old
 	}
 	return limit.New(cfg)
