@@ -28,6 +28,14 @@ var (
 // DefaultMaxSources is the size of the source table when Config.MaxSources is 0.
 const DefaultMaxSources = 1 << 16
 
+// The prefix lengths that make a source when Config.IPv4Prefix or Config.IPv6Prefix is 0: a
+// whole IPv4 address, and an IPv6 /64, the smallest network a host is normally given (SLAAC and
+// privacy addresses let one host use any address of its /64).
+const (
+	DefaultIPv4Prefix = 32
+	DefaultIPv6Prefix = 64
+)
+
 // evictScan bounds how many entries at the old end of the table one admission looks at, to drop
 // idle ones or to make room: the cost per connection stays constant.
 const evictScan = 8
@@ -43,9 +51,14 @@ type Config struct {
 	// max(1, Rate).
 	Burst int
 	// IPv4Prefix and IPv6Prefix are the prefix lengths that make a source: an address is
-	// masked to them. 0 means a whole address (32 and 128).
+	// masked to them. 0 means DefaultIPv4Prefix (a whole address) and DefaultIPv6Prefix (a /64:
+	// one host is routinely given a whole /64, so a /128 would let it take as many slots as it
+	// has addresses).
 	IPv4Prefix, IPv6Prefix int
-	// MaxSources caps the entries of the source table; 0 means DefaultMaxSources.
+	// MaxSources caps the entries of the source table; 0 means DefaultMaxSources. With
+	// PerSource, a source holding an open connection cannot be evicted, so a table full of them
+	// refuses every new source (ErrTableFull): make MaxSources at least the number of
+	// connections that can be open (and admitted) at once.
 	MaxSources int
 }
 
@@ -83,10 +96,10 @@ func (c Config) WithDefaults() Config {
 		c.Burst = max(1, int(c.Rate))
 	}
 	if c.IPv4Prefix <= 0 || c.IPv4Prefix > 32 {
-		c.IPv4Prefix = 32
+		c.IPv4Prefix = DefaultIPv4Prefix
 	}
 	if c.IPv6Prefix <= 0 || c.IPv6Prefix > 128 {
-		c.IPv6Prefix = 128
+		c.IPv6Prefix = DefaultIPv6Prefix
 	}
 	if c.MaxSources <= 0 {
 		c.MaxSources = DefaultMaxSources

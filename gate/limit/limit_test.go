@@ -35,6 +35,12 @@ func TestLimiter(t *testing.T) {
 			{netip.MustParseAddr("2001:db8::1"), 0, nil}, {netip.MustParseAddr("2001:db8::ffff:1"), 0, ErrConcurrency},
 			{netip.MustParseAddr("2001:db8:0:1::1"), 0, nil},
 		}},
+		{"default prefixes: an IPv4 address, an IPv6 /64", Config{PerSource: 1}, []step{
+			{a, 0, nil}, {netip.MustParseAddr("192.0.2.2"), 0, nil},
+			{netip.MustParseAddr("2001:db8::1"), 0, nil}, {netip.MustParseAddr("2001:db8::2"), 0, ErrConcurrency},
+			{netip.MustParseAddr("2001:db8::ffff:ffff:ffff:ffff"), 0, ErrConcurrency},
+			{netip.MustParseAddr("2001:db8:0:1::1"), 0, nil},
+		}},
 		{"a refused rate costs no slot", Config{PerSource: 1, Rate: 1, Burst: 1}, []step{
 			{a, 0, nil}, {a, 0, ErrRate}, {a, time.Second, ErrConcurrency},
 		}},

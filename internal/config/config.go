@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/gate"
+	"github.com/peergate/peergate/gate/limit"
 	"github.com/peergate/peergate/internal/conf"
 	"gopkg.in/yaml.v3"
 )
@@ -397,6 +399,24 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 	}{{maxSourcesLine, "max_sources"}, {prefixLine, "per_source_prefix"}} {
 		if k.line != 0 && s.PerSource == 0 && rateLine == 0 {
 			errs.At(path, k.line, k.key, fmt.Errorf("%w: %s needs per_source or rate (a limit to apply)", ErrConfig, k.key))
+		}
+	}
+	if s.PerSource > 0 && s.MaxConns > 0 {
+		// A source holding a connection cannot be evicted: the table must hold every connection
+		// that can hold a slot, or a new source is refused while the service has room. Those are
+		// the open ones, and with trusted_proxies up to gate.MaxPending a listener keeps judged
+		// and waiting for the service.
+		need, why := s.MaxConns, fmt.Sprintf("max_conns (%d)", s.MaxConns)
+		if len(s.TrustedProxies) > 0 {
+			need += gate.MaxPending * len(s.Listen)
+			why += fmt.Sprintf(" plus %d for each listen address with trusted_proxies (connections waiting in the gate)", gate.MaxPending)
+		}
+		switch {
+		case maxSourcesLine == 0 && need > limit.DefaultMaxSources:
+			s.MaxSources = need
+		case maxSourcesLine != 0 && s.MaxSources > 0 && s.MaxSources < need:
+			errs.At(path, maxSourcesLine, strconv.Itoa(s.MaxSources), fmt.Errorf("%w: max_sources must be at least %d, %s: "+
+				"when every source kept holds a connection, a new source is refused", ErrConfig, need, why))
 		}
 	}
 	if burstLine != 0 && s.Rate == 0 && rateLine == 0 { // a bad rate is reported already

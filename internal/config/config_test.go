@@ -141,6 +141,7 @@ services:
     per_source_prefix: {ipv4: 24, ipv6: 64}
     rate: 5/100ms
     burst: 20
+    max_conns: 100
     max_sources: 1000
   - name: plain
     listen: ["127.0.0.1:3"]
@@ -204,6 +205,9 @@ func TestErrors(t *testing.T) {
 		{"proxy_header_timeout alone", svc + "    upstream: x:1\n    proxy_header_timeout: 2s\n", 8, "proxy_header_timeout", ErrConfig},
 		{"zero proxy_header_timeout", svc + "    upstream: x:1\n    trusted_proxies: [10.0.0.1]\n    proxy_header_timeout: 0s\n", 9, "0s", ErrConfig},
 		{"max_sources alone", svc + "    upstream: x:1\n    max_sources: 10\n", 8, "max_sources", ErrConfig},
+		{"max_sources under max_conns", svc + "    upstream: x:1\n    per_source: 1\n    max_conns: 50\n    max_sources: 10\n", 10, "10", ErrConfig},
+		{"max_sources under the default max_conns", svc + "    upstream: x:1\n    per_source: 1\n    max_sources: 1000\n", 9, "1000", ErrConfig},
+		{"max_sources under max_conns and the gate's queue", svc + "    upstream: x:1\n    trusted_proxies: [10.0.0.1]\n    per_source: 1\n    max_conns: 50\n    max_sources: 100\n", 11, "100", ErrConfig},
 		{"per_source_prefix alone", svc + "    upstream: x:1\n    per_source_prefix: {ipv4: 24}\n", 8, "per_source_prefix", ErrConfig},
 		{"bad keepalive", svc + "    upstream: x:1\n    keepalive: often\n", 8, "often", ErrConfig},
 		{"bad log_rate", svc + "    upstream: x:1\n    log_rate: fast\n", 8, "fast", ErrConfig},
@@ -238,6 +242,33 @@ func TestErrors(t *testing.T) {
 			var pe *acl.PosError
 			if !errors.As(err, &pe) || pe.Line != tc.line || pe.Value != tc.value || pe.File != path {
 				t.Fatalf("error %q: want it at %s:%d about %q", err, path, tc.line, tc.value)
+			}
+		})
+	}
+}
+
+// With per_source, max_sources covers every connection that can hold a slot: unset, it grows past
+// its default to max_conns (and the gate's queue behind trusted proxies); set, it may equal that.
+func TestMaxSourcesCoversMaxConns(t *testing.T) {
+	const svc = "acls:\n  a: {default: deny}\nservices:\n  - name: s\n    listen: [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n    acl: a\n    upstream: x:1\n"
+	for _, tc := range []struct {
+		name, yaml string
+		want       int
+	}{
+		{"default", svc + "    per_source: 1\n", 0},
+		{"unset, max_conns over the default", svc + "    per_source: 1\n    max_conns: 100000\n", 100000},
+		{"unset, behind proxies", svc + "    per_source: 1\n    max_conns: 65500\n    trusted_proxies: [10.0.0.1]\n", 65500 + 2*128},
+		{"equal to max_conns", svc + "    per_source: 1\n    max_conns: 50\n    max_sources: 50\n", 50},
+		{"rate only: every source can be evicted", svc + "    rate: 1/s\n    max_conns: 50\n    max_sources: 10\n", 10},
+		{"no cap on connections", svc + "    per_source: 1\n    max_conns: 0\n    max_sources: 10\n", 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := Parse("c.yaml", []byte(tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := f.Services[0].MaxSources; got != tc.want {
+				t.Errorf("MaxSources = %d, want %d", got, tc.want)
 			}
 		})
 	}
