@@ -620,9 +620,19 @@ func checkDial(addr string) error {
 
 // findProgram resolves an exec program: a path with a slash is taken relative to the config's
 // directory, a bare name is looked up in PATH. The program must exist and be executable.
+//
+// A path is made absolute before the lookup: filepath.Join(".", "./prog") is "prog", a bare name
+// that exec.LookPath would search PATH for, running a same-named program from elsewhere.
 func findProgram(config, prog string) (string, error) {
-	if strings.Contains(prog, "/") && !filepath.IsAbs(prog) {
-		prog = filepath.Join(filepath.Dir(config), prog)
+	if strings.Contains(prog, "/") {
+		if !filepath.IsAbs(prog) {
+			prog = filepath.Join(filepath.Dir(config), prog)
+		}
+		abs, err := filepath.Abs(prog)
+		if err != nil {
+			return prog, err
+		}
+		prog = abs
 	}
 	p, err := exec.LookPath(prog)
 	if err != nil {

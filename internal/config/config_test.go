@@ -269,6 +269,55 @@ func TestMaxSourcesCoversMaxConns(t *testing.T) {
 			}
 			if got := f.Services[0].MaxSources; got != tc.want {
 				t.Errorf("MaxSources = %d, want %d", got, tc.want)
+
+// TestExecPath: a program path with a slash is a path relative to the config's directory, never a
+// name to look up in PATH, even when the config is named relative to the current directory (where
+// filepath.Join(".", "./prog") is the bare name "prog").
+func TestExecPath(t *testing.T) {
+	dir := t.TempDir()
+	decoys := t.TempDir() // on PATH: a same-named program that must never be picked for a path
+	for _, name := range []string{"prog", "other"} {
+		write(t, decoys, name, "#!/bin/sh\necho decoy\n", 0o755)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, dir, "prog", "#!/bin/sh\necho real\n", 0o755)
+	write(t, dir, "sub/prog", "#!/bin/sh\necho real\n", 0o755)
+	t.Setenv("PATH", decoys)
+	t.Chdir(dir)
+	for _, tc := range []struct {
+		name, config, prog string
+		want               string // the resolved program; "" for an error
+	}{
+		{"dot slash, config in cwd", "c.yaml", "./prog", filepath.Join(dir, "prog")},
+		{"dot slash, config as ./c.yaml", "./c.yaml", "./prog", filepath.Join(dir, "prog")},
+		{"subdir, config in cwd", "c.yaml", "sub/prog", filepath.Join(dir, "sub/prog")},
+		{"dot slash, config in a subdir", "sub/c.yaml", "./prog", filepath.Join(dir, "sub/prog")},
+		{"parent, config in a subdir", "sub/c.yaml", "../prog", filepath.Join(dir, "prog")},
+		{"absolute", "c.yaml", filepath.Join(dir, "prog"), filepath.Join(dir, "prog")},
+		{"bare name: PATH", "c.yaml", "prog", filepath.Join(decoys, "prog")},
+		{"dot slash, only in PATH", "c.yaml", "./other", ""},
+		{"subdir, only in PATH", "sub/c.yaml", "./other", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			text := "acls:\n  a: {default: deny}\nservices:\n  - name: s\n    listen: [\"127.0.0.1:1\"]\n    acl: a\n    exec: [" + tc.prog + "]\n"
+			if err := os.WriteFile(tc.config, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			f, err := Load(tc.config)
+			if tc.want == "" {
+				var pe *acl.PosError
+				if !errors.Is(err, ErrConfig) || !errors.As(err, &pe) || pe.Line != 7 || pe.Value != tc.prog {
+					t.Fatalf("Load = %v, %v; want an error at line 7 about %q", f, err, tc.prog)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := f.Services[0].Exec[0]; got != tc.want {
+				t.Errorf("exec %q resolved to %s; want %s", tc.prog, got, tc.want)
 			}
 		})
 	}
