@@ -269,6 +269,10 @@ func TestMaxSourcesCoversMaxConns(t *testing.T) {
 			}
 			if got := f.Services[0].MaxSources; got != tc.want {
 				t.Errorf("MaxSources = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
 
 // TestExecPath: a program path with a slash is a path relative to the config's directory, never a
 // name to look up in PATH, even when the config is named relative to the current directory (where
