@@ -19,6 +19,9 @@ var (
 	ErrUnknownKey     = conf.ErrUnknownKey
 	ErrDuplicateKey   = conf.ErrDuplicateKey
 	ErrSyntax         = conf.ErrSyntax
+	// ErrSecondDocument: a file holds more than one YAML document (content after "---" or
+	// "..."); only one is read, so the file is refused. It wraps ErrSyntax.
+	ErrSecondDocument = conf.ErrSecondDocument
 )
 
 // PosError is an error at a place in a file: the file, the 1-based line (0 when the whole file is

@@ -17,6 +17,8 @@ func FuzzParseSpec(f *testing.F) {
 		"default: deny\ninclude: [{path: nope, action: deny}]\n",
 		"default: deny\ndefault: allow\n",
 		"- a\n- b\n",
+		"default: allow\n---\ndeny: [0.0.0.0/0]\n",
+		"default: allow\n...\ndeny: [0.0.0.0/0]\n",
 		"{",
 		"",
 	} {

@@ -111,6 +111,7 @@ func TestLint(t *testing.T) {
 	clean := writeFile(t, dir, "clean.yaml", "default: deny\nallow: [10.0.0.0/8]\n")
 	warn := writeFile(t, dir, "warn.yaml", "default: deny\nallow: [10.0.0.0/8, 10.0.0.0/8]\ndeny: [192.0.2.0/24]\n")
 	broken := writeFile(t, dir, "broken.yaml", "default: deny\nallow: [10.0.0.1/8]\ntypo: 1\n")
+	twoDocs := writeFile(t, dir, "two.yaml", "default: allow\n---\ndeny: [0.0.0.0/0]\n")
 	for _, tc := range []struct {
 		name   string
 		file   string
@@ -120,6 +121,7 @@ func TestLint(t *testing.T) {
 	}{
 		{"clean", clean, 0, nil, nil},
 		{"warnings", warn, 1, []string{warn + ":2: duplicate: allow 10.0.0.0/8: same rule at " + warn + ":2", warn + ":3: redundant: deny 192.0.2.0/24: changes nothing: the default already denies it"}, []string{"2 warning(s)"}},
+		{"second document", twoDocs, 2, nil, []string{twoDocs + `:2: syntax error: more than one YAML document`}},
 		{"errors", broken, 2, nil, []string{"2 errors", broken + `:2: "10.0.0.1/8": prefix has host bits set (did you mean 10.0.0.0/8?)`, broken + `:3: "typo": unknown key`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

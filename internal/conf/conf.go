@@ -4,8 +4,10 @@
 package conf
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"strconv"
 
@@ -17,6 +19,10 @@ var (
 	ErrSyntax       = errors.New("syntax error")
 	ErrUnknownKey   = errors.New("unknown key")
 	ErrDuplicateKey = errors.New("duplicate key")
+	// ErrSecondDocument: the file holds more than one YAML document (content after "---" or
+	// "..."). Only the first would be read, so the rest is refused rather than dropped. It wraps
+	// ErrSyntax.
+	ErrSecondDocument = fmt.Errorf("%w: more than one YAML document", ErrSyntax)
 )
 
 // PosError is an error at a place in a file: the file, the 1-based line (0 when the whole file is
@@ -79,20 +85,52 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // Parse parses data as one YAML document and returns its top node, turning syntax errors into
 // *PosError values naming name and the line. An empty document is returned as an empty mapping.
+//
+// A file holds exactly one document: anything after a "---" that follows the first document, or
+// after a "..." that ends it, is an error wrapping ErrSyntax and ErrSecondDocument, even when the
+// second document is empty ("---" and nothing after it). Only the first document would be read, so
+// a deny list written after the marker would silently never apply; and a file that ends in "---"
+// may have been cut short by whatever was writing it, so it fails closed too. A "---" opening the
+// first document and a "..." ending it, followed by nothing but comments, are fine.
 func Parse(name string, data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		pe := &PosError{File: name, Err: fmt.Errorf("%w: %s", ErrSyntax, err)}
-		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-			pe.Line, _ = strconv.Atoi(m[1])
-			pe.Err = fmt.Errorf("%w: %s", ErrSyntax, m[2])
-		}
-		return nil, pe
+	if err := dec.Decode(&doc); err != nil && err != io.EOF {
+		return nil, syntaxError(name, err, ErrSyntax)
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == io.EOF:
+	case err != nil: // content after "...", or a broken document after "---"
+		return nil, syntaxError(name, err, ErrSecondDocument)
+	default:
+		return nil, &PosError{File: name, Line: next.Line, Err: fmt.Errorf(
+			"%w: only the first would be read; remove this \"---\" or merge the documents", ErrSecondDocument)}
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: 1}, nil
 	}
 	return doc.Content[0], nil
+}
+
+// noDocStart is what yaml.v3 says of content after a "..." that ended a document.
+const noDocStart = "did not find expected <document start>"
+
+// syntaxError turns a yaml.v3 error into a *PosError at its line, wrapping sentinel.
+func syntaxError(name string, err, sentinel error) *PosError {
+	msg := err.Error()
+	pe := &PosError{File: name}
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		pe.Line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	}
+	if msg == noDocStart {
+		// A parser error, which yaml.v3 reports one line early (scanner errors it reports right).
+		pe.Line++
+		msg = "content after the \"...\" that ends the first; only the first would be read"
+	}
+	pe.Err = fmt.Errorf("%w: %s", sentinel, msg)
+	return pe
 }
 
 // Mapping calls fn for each key of the mapping node n, in order. A node that is not a mapping, a

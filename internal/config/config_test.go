@@ -186,6 +186,8 @@ func TestErrors(t *testing.T) {
 		want       error
 	}{
 		{"bare ACL error", "default: deny\nallow: [10.0.0.1/8]\n", 2, "10.0.0.1/8", acl.ErrHostBits},
+		{"second document", svc + "    upstream: x:1\n---\nacls: {b: {default: deny}}\n", 8, "", acl.ErrSecondDocument},
+		{"bare ACL second document", "default: allow\n...\ndeny: [0.0.0.0/0]\n", 3, "", acl.ErrSecondDocument},
 		{"unknown top key", "acls: {}\nservice: []\n", 2, "service", acl.ErrUnknownKey},
 		{"inline ACL error", "acls:\n  a: {default: maybe}\n", 2, "maybe", acl.ErrAction},
 		{"missing ACL file", "acls:\n  a: nope.yaml\n", 2, "nope.yaml", acl.ErrInclude},
