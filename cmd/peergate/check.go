@@ -17,7 +17,7 @@ import (
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("check", stderr).withACL()
 	if !f.parse(args) {
-		return exitError
+		return f.exit
 	}
 	if f.NArg() == 0 {
 		fmt.Fprintln(stderr, "peergate check: give one or more addresses to check")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -19,16 +18,11 @@ import (
 // file that decides every address as tcpd would. Warnings go to stderr; exit 0 when the ACL was
 // written, 2 when the files cannot be translated.
 func cmdConvert(args []string, stdout, stderr io.Writer) int {
-	f := flag.NewFlagSet("peergate convert", flag.ContinueOnError)
-	f.SetOutput(stderr)
+	f := bareFlags("convert", stderr)
 	daemon := f.String("daemon", "", "the daemon's process name, as tcpd matches it: its argv[0] (sshd, in.telnetd) (required)")
 	out := f.String("o", "", "write the ACL to `FILE` (replaced atomically) instead of stdout")
-	f.Usage = func() {
-		fmt.Fprintln(stderr, "usage: peergate convert -daemon NAME [-o FILE] HOSTS.ALLOW HOSTS.DENY")
-		f.PrintDefaults()
-	}
-	if err := f.Parse(args); err != nil {
-		return exitError
+	if !f.parse(args) {
+		return f.exit
 	}
 	if *daemon == "" || f.NArg() != 2 {
 		f.Usage()

@@ -13,7 +13,7 @@ import (
 func cmdLint(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("lint", stderr).withACL()
 	if !f.parse(args) {
-		return exitError
+		return f.exit
 	}
 	file, err := config.Load(f.config)
 	if err != nil {

@@ -2,17 +2,22 @@
 // the address the kernel reports for the connected socket (getpeername) against a CIDR allow/deny
 // list, and closes the connection or hands it on.
 //
-// Usage:
+// Usage (the command table of commands.go; "peergate help" prints it):
 //
-//	peergate serve -config FILE                 run the services of FILE (proxy or spawn)
-//	peergate wrap  -config FILE [-acl NAME] -- PROGRAM ARGS...
-//	                                            tcpd: judge the socket on fd 0 (or systemd's fd 3),
-//	                                            then exec PROGRAM or exit 1
+//	peergate serve -config FILE [-log-format text|json] [-watch 1s]
+//	    run the services of a serve file
+//	peergate wrap -config FILE [-acl NAME] [-reset] [-log auto|stderr|syslog] [-log-format text|json] -- PROGRAM ARGS...
+//	    tcpd: judge the socket on fd 0 (inetd) or fd 3 (systemd Accept=yes), then exec PROGRAM or close it
 //	peergate check -config FILE [-acl NAME] ADDR...
-//	                                            which rule decides each address
-//	peergate lint  -config FILE [-acl NAME]     errors and suspicious rules
+//	    which rule decides each address, and where it was written (tcpdmatch)
+//	peergate lint -config FILE [-acl NAME]
+//	    load errors, then suspicious rules (tcpdchk)
 //	peergate convert -daemon NAME [-o FILE] HOSTS.ALLOW HOSTS.DENY
-//	                                            TCP Wrappers' rules for NAME as an ACL file
+//	    TCP Wrappers' rules for one daemon as an ACL file
+//	peergate version
+//	    the module version, VCS revision and time, and Go version of this binary
+//	peergate help [COMMAND]
+//	    this list, or one command's usage and flags
 //
 // Every -config takes a bare ACL file or a serve file; see README.md for both formats.
 package main
@@ -24,6 +29,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 )
 
 // Exit statuses shared by the subcommands.
@@ -37,44 +43,49 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-const usage = `usage:
-  peergate serve -config FILE [-log-format text|json]
-  peergate wrap  -config FILE [-acl NAME] [-log-format text|json] -- PROGRAM [ARGS...]
-  peergate check -config FILE [-acl NAME] ADDR...
-  peergate lint  -config FILE [-acl NAME]
-  peergate convert -daemon NAME [-o FILE] HOSTS.ALLOW HOSTS.DENY
-`
-
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return exitError
 	}
-	cmds := map[string]func([]string, io.Writer, io.Writer) int{
-		"serve": cmdServe, "wrap": cmdWrap, "check": cmdCheck, "lint": cmdLint, "convert": cmdConvert,
+	switch args[0] {
+	case "-h", "-help", "--help":
+		args[0] = "help"
+	case "-version", "--version":
+		args[0] = "version"
 	}
-	cmd, ok := cmds[args[0]]
+	c, ok := lookup(args[0])
 	if !ok {
-		if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-			fmt.Fprint(stdout, usage)
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "peergate: unknown command %q\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "peergate: unknown command %q\n%s", args[0], usage())
 		return exitError
 	}
-	return cmd(args[1:], stdout, stderr)
+	return c.run(args[1:], stdout, stderr)
 }
 
 // flags is the flag set every subcommand shares.
 type flags struct {
 	*flag.FlagSet
 	config, acl, logFormat string
+	exit                   int  // the status to exit with when parse returns false
+	programArgs            bool // the first argument starts a program's command line (wrap): no flags after it
 }
 
+// newFlags returns the flags of command name with -config (required).
 func newFlags(name string, stderr io.Writer) *flags {
-	f := &flags{FlagSet: flag.NewFlagSet("peergate "+name, flag.ContinueOnError)}
-	f.SetOutput(stderr)
+	f := bareFlags(name, stderr)
 	f.StringVar(&f.config, "config", "", "config file: a bare ACL file or a serve file (required)")
+	return f
+}
+
+// bareFlags returns the flags of command name with none defined yet.
+func bareFlags(name string, stderr io.Writer) *flags {
+	f := &flags{FlagSet: flag.NewFlagSet("peergate "+name, flag.ContinueOnError), exit: exitError}
+	f.SetOutput(stderr)
+	f.Usage = func() {
+		c, _ := lookup(name)
+		fmt.Fprintf(f.Output(), "usage: peergate %s\n  %s\n\nflags:\n", strings.TrimSpace(name+" "+c.synopsis), c.summary)
+		f.PrintDefaults()
+	}
 	return f
 }
 
@@ -88,12 +99,29 @@ func (f *flags) withLog() *flags {
 	return f
 }
 
-// parse parses args and checks that -config was given; it returns false after printing why not.
+// parse parses args and checks that -config was given; it returns false after printing why not,
+// with f.exit set to the status to exit with (0 after -h, which prints the usage). Flags may
+// follow the positional arguments (check ADDR -config FILE), except after "--" and, where
+// programArgs is set, after the first positional argument.
 func (f *flags) parse(args []string) bool {
-	if err := f.Parse(args); err != nil {
-		return false
+	var pos []string
+	for {
+		if err := f.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				f.exit = exitOK
+			}
+			return false
+		}
+		rest := f.Args()
+		consumed := len(args) - len(rest)
+		if f.programArgs || len(rest) == 0 || consumed > 0 && args[consumed-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
 	}
-	if f.config == "" {
+	f.Parse(append([]string{"--"}, pos...)) // f.Args() = the positional arguments; flags keep their values
+	if f.config == "" && f.Lookup("config") != nil {
 		fmt.Fprintf(f.Output(), "%s: -config FILE is required\n", f.Name())
 		return false
 	}

@@ -122,12 +122,13 @@ func TestServeMetrics(t *testing.T) {
 	if _, ok := got[`peergate_connections_total{reason="peer_error",service="echo",verdict="deny"}`]; !ok {
 		t.Error("no peer_error series: a dashboard needs it at 0 before the first failure")
 	}
-	var build bool
-	for k := range got {
+	var build, pgBuild bool
+	for k, v := range got {
 		build = build || strings.HasPrefix(k, "go_build_info{")
+		pgBuild = pgBuild || strings.HasPrefix(k, "peergate_build_info{") && strings.Contains(k, `goversion="go1.`) && v == 1
 	}
-	if !build {
-		t.Error("no go_build_info")
+	if !build || !pgBuild {
+		t.Errorf("go_build_info %v, peergate_build_info %v: want both", build, pgBuild)
 	}
 
 	// The admin listener has its own ACL: loopback by default, and 127.0.0.2 is loopback.
@@ -142,6 +143,7 @@ func TestServeMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	var eff struct {
+		Version  struct{ Version, Go string }
 		SHA256   string
 		Services []struct{ Name, ACL, Upstream string }
 		ACLs     []struct {
@@ -154,7 +156,7 @@ func TestServeMetrics(t *testing.T) {
 	if err := json.Unmarshal(body, &eff); err != nil {
 		t.Fatalf("/config: %v in %s", err, body)
 	}
-	if eff.SHA256 != hash || len(eff.Services) != 1 || eff.Services[0].ACL != "lo" || eff.Services[0].Upstream != up ||
+	if eff.Version.Version == "" || !strings.HasPrefix(eff.Version.Go, "go1.") || eff.SHA256 != hash || len(eff.Services) != 1 || eff.Services[0].ACL != "lo" || eff.Services[0].Upstream != up ||
 		len(eff.ACLs) != 1 || eff.ACLs[0].Rules != 2 {
 		t.Errorf("/config = %s", body)
 	}

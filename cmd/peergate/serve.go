@@ -19,7 +19,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("serve", stderr).withLog()
 	watch := f.Duration("watch", time.Second, "how often to check the config files for changes (0: only on SIGHUP)")
 	if !f.parse(args) {
-		return exitError
+		return f.exit
 	}
 	if f.NArg() > 0 {
 		return fail(stderr, "serve", fmt.Errorf("unexpected arguments: %q", f.Args()))

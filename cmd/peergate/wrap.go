@@ -27,10 +27,11 @@ const listenFDsStart = 3
 // variables set, or closes the connection and exits 1.
 func cmdWrap(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("wrap", stderr).withACL().withLog()
+	f.programArgs = true
 	logTo := f.String("log", "auto", "where to log: stderr, syslog, or auto (syslog when stderr is a socket, as under inetd; stderr otherwise)")
 	reset := f.Bool("reset", false, "deny with an RST instead of a FIN")
 	if !f.parse(args) {
-		return exitError
+		return f.exit
 	}
 	log, err := wrapLogger(f, *logTo, stderr)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/internal/config"
+	"github.com/peergate/peergate/internal/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -88,6 +89,7 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 
 // effective is the running config as /config shows it.
 type effective struct {
+	Version      version.Info   `json:"version"`
 	File         string         `json:"file"`
 	SHA256       string         `json:"sha256"`
 	Loaded       time.Time      `json:"loaded"`
@@ -133,7 +135,7 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
 	cfg, loaded := s.cfg, s.loaded
 	s.mu.Unlock()
-	e := effective{File: cfg.Path, SHA256: cfg.Hash, Loaded: loaded, DrainTimeout: cfg.DrainTimeout.String(),
+	e := effective{Version: version.Get(), File: cfg.Path, SHA256: cfg.Hash, Loaded: loaded, DrainTimeout: cfg.DrainTimeout.String(),
 		ACLs: []effectiveACL{}, Services: []effectiveSvc{}}
 	for _, a := range cfg.ACLs {
 		e.ACLs = append(e.ACLs, effectiveACL{a.Name, a.ACL.Len(), a.ACL.Default().String(), a.ACL.Unix().Action.String()})

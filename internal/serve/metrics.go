@@ -9,6 +9,7 @@ import (
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/internal/config"
+	"github.com/peergate/peergate/internal/version"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -74,6 +75,11 @@ func newMetrics() *metrics {
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("failure")
 	f(collectors.NewBuildInfoCollector())
+	v := version.Get()
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "peergate_build_info",
+		Help:        "Which build of peergate runs: 1, with its module version, VCS revision and Go version.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "goversion": v.Go}},
+		func() float64 { return 1 }))
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
