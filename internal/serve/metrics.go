@@ -27,6 +27,7 @@ type metrics struct {
 	active    *prometheus.GaugeVec
 	bytes     *prometheus.CounterVec
 	upFail    *prometheus.CounterVec
+	aborts    *prometheus.CounterVec
 	upLatency *prometheus.HistogramVec
 	reloads   *prometheus.CounterVec
 	cfgInfo   *prometheus.GaugeVec
@@ -57,6 +58,10 @@ func newMetrics() *metrics {
 		[]string{"service", "direction"})
 	m.upFail = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_upstream_connect_failures_total",
 		Help: "Failed connects to a service's upstream (the client is closed)."}, []string{"service"})
+	m.aborts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_proxy_aborts_total",
+		Help: "Proxied connections ended before both ways reached EOF, by reason (idle: quiet both ways for " +
+			"idle_timeout, closed; read: a read failed, e.g. a peer reset; write: a write failed or made no " +
+			"progress for idle_timeout; both sides reset on read and write)."}, []string{"service", "reason"})
 	m.upLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "peergate_upstream_connect_duration_seconds",
 		Help:    "Time to connect to the upstream, successful connects only.",
 		Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)}, []string{"service"})
@@ -68,7 +73,7 @@ func newMetrics() *metrics {
 		Help: "When the running config was loaded, in seconds since the epoch."})
 	m.aclRules = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "peergate_acl_rules",
 		Help: "Rules in each ACL of the running config."}, []string{"acl"})
-	for _, c := range []prometheus.Collector{m.conns, m.denials, m.active, m.bytes, m.upFail, m.upLatency,
+	for _, c := range []prometheus.Collector{m.conns, m.denials, m.active, m.bytes, m.upFail, m.aborts, m.upLatency,
 		m.reloads, m.cfgInfo, m.cfgTime, m.aclRules} {
 		f(c)
 	}
@@ -106,7 +111,14 @@ func (m *metrics) service(name string) *svcMetrics {
 		m.rules[name] = rs
 	}
 	m.mu.Unlock()
+	var aborts [nEnds]prometheus.Counter
+	for e, reason := range abortReasons {
+		if reason != "" {
+			aborts[e] = m.aborts.WithLabelValues(name, reason)
+		}
+	}
 	return &svcMetrics{
+		aborts:    aborts,
 		allowed:   m.conns.WithLabelValues(name, "allow", "acl"),
 		denied:    m.conns.WithLabelValues(name, "deny", "acl"),
 		peerError: m.conns.WithLabelValues(name, "deny", "peer_error"),
@@ -129,6 +141,7 @@ type svcMetrics struct {
 	rules                              *ruleSet
 	active                             prometheus.Gauge
 	bytesIn, bytesOut, upFail          prometheus.Counter
+	aborts                             [nEnds]prometheus.Counter // by end; nil for endDone
 	upLatency                          prometheus.Observer
 }
 

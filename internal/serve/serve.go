@@ -368,12 +368,15 @@ func (s *Server) proxy(c, raw net.Conn, early []byte, svc *service) {
 		c.Close()
 		return
 	}
-	in, out := pipe(raw, up, svc.IdleTimeout)
+	in, out, why := pipe(raw, up, svc.IdleTimeout)
 	in += int64(len(early))
 	svc.m.bytesIn.Add(float64(in))
 	svc.m.bytesOut.Add(float64(out))
+	if why != endDone {
+		svc.m.aborts[why].Inc()
+	}
 	if s.log.Enabled(context.Background(), slog.LevelDebug) { // RemoteAddr().String() allocates
-		s.log.Debug("proxied", "service", svc.Name, "peer", c.RemoteAddr().String(), "in", in, "out", out)
+		s.log.Debug("proxied", "service", svc.Name, "peer", c.RemoteAddr().String(), "in", in, "out", out, "end", abortReasons[why])
 	}
 }
 
