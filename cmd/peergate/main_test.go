@@ -112,6 +112,9 @@ func TestLint(t *testing.T) {
 	warn := writeFile(t, dir, "warn.yaml", "default: deny\nallow: [10.0.0.0/8, 10.0.0.0/8]\ndeny: [192.0.2.0/24]\n")
 	broken := writeFile(t, dir, "broken.yaml", "default: deny\nallow: [10.0.0.1/8]\ntypo: 1\n")
 	twoDocs := writeFile(t, dir, "two.yaml", "default: allow\n---\ndeny: [0.0.0.0/0]\n")
+	twice := writeFile(t, dir, "twice.yaml", "acls:\n  x: {default: deny}\nservices:\n"+
+		"  - {name: strict, acl: x, upstream: \"y:1\", listen: [\"127.0.0.1:7000\"]}\n"+
+		"  - {name: open, acl: x, upstream: \"y:1\", listen: [\":7000\"]}\n")
 	for _, tc := range []struct {
 		name   string
 		file   string
@@ -122,6 +125,7 @@ func TestLint(t *testing.T) {
 		{"clean", clean, 0, nil, nil},
 		{"warnings", warn, 1, []string{warn + ":2: duplicate: allow 10.0.0.0/8: same rule at " + warn + ":2", warn + ":3: redundant: deny 192.0.2.0/24: changes nothing: the default already denies it"}, []string{"2 warning(s)"}},
 		{"second document", twoDocs, 2, nil, []string{twoDocs + `:2: syntax error: more than one YAML document`}},
+		{"listen overlap", twice, 2, nil, []string{twice + `:5: ":7000": invalid config: listen address overlaps another: service open: "127.0.0.1:7000" (line 4) of service strict takes it already`}},
 		{"errors", broken, 2, nil, []string{"2 errors", broken + `:2: "10.0.0.1/8": prefix has host bits set (did you mean 10.0.0.0/8?)`, broken + `:3: "typo": unknown key`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -38,6 +38,10 @@ const (
 // ErrConfig marks errors in the meaning of a config (as opposed to its YAML shape).
 var ErrConfig = errors.New("invalid config")
 
+// ErrListenOverlap marks two listen addresses, of one service or of two, that would take the same
+// port (or Unix socket): one listener cannot serve two services, nor twice one.
+var ErrListenOverlap = errors.New("listen address overlaps another")
+
 // ErrNoACL is returned by Pick when the file has no ACL of the requested name, or several ACLs and
 // no name.
 var ErrNoACL = errors.New("no such ACL")
@@ -80,6 +84,7 @@ type Service struct {
 	Name           string
 	Line           int
 	Listen         []string // "host:port" with an IP literal host (or none), or "unix:/path"
+	ListenLines    []int    // where each Listen entry was written
 	ACL            *ACL
 	Upstream       string   // "host:port" or "unix:/path"
 	Exec           []string // program (resolved) and arguments
@@ -182,6 +187,7 @@ func Parse(path string, data []byte) (*File, error) {
 			names[s.Name] = s.Line
 			f.Services = append(f.Services, s)
 		}
+		checkOverlaps(path, f.Services, &errs)
 	}
 	if err := errs.Err(); err != nil {
 		return nil, err
@@ -252,6 +258,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 						errs.At(path, item.Line, addr, err)
 					}
 					s.Listen = append(s.Listen, addr)
+					s.ListenLines = append(s.ListenLines, item.Line)
 				}
 			}
 		case "acl":
@@ -599,6 +606,107 @@ func checkListen(addr string) error {
 		return fmt.Errorf("%w: bad port %q", ErrConfig, port)
 	}
 	return nil
+}
+
+// bind is what a listen address takes: a TCP port on an address (any address when wild), or a
+// Unix socket name.
+type bind struct {
+	unix bool
+	name string // Unix: the absolute, cleaned path, or "@name" for an abstract socket
+	port uint16
+	addr netip.Addr // unmapped, without zone; the zero Addr when wild
+	wild bool       // "", 0.0.0.0 or ::: Go listens dual-stack on all addresses for each
+}
+
+// bindOf returns what addr takes, and false when addr is not a valid listen address (reported
+// already) or takes nothing fixed (port 0: the kernel picks a free one).
+func bindOf(addr string) (bind, bool) {
+	if p, ok := UnixPath(addr); ok {
+		if strings.HasPrefix(p, "@") { // abstract: a name, not a path
+			return bind{unix: true, name: p}, p != ""
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			abs = filepath.Clean(p)
+		}
+		return bind{unix: true, name: abs}, p != ""
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return bind{}, false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return bind{}, false
+	}
+	b := bind{port: uint16(n), wild: host == ""}
+	if host != "" {
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			return bind{}, false
+		}
+		b.addr = ip.Unmap().WithZone("")
+		if b.addr.IsUnspecified() {
+			b.addr, b.wild = netip.Addr{}, true
+		}
+	}
+	return b, true
+}
+
+// checkOverlaps reports, at the later of each pair, two listen addresses that take the same port
+// or socket: written twice, the later service silently took the listener (and its ACL applied to
+// the earlier one's clients). Go listens on every unspecified address (":P", "0.0.0.0:P",
+// "[::]:P") with one dual-stack socket, so each takes its port on every address of both families.
+func checkOverlaps(path string, services []*Service, errs *conf.Errors) {
+	type seen struct {
+		addr string
+		line int
+		svc  *Service
+	}
+	exact := map[bind]seen{}    // by socket name, or by port and address
+	anyOn := map[uint16]seen{}  // the first address on each port
+	wildOn := map[uint16]seen{} // the first unspecified address on each port
+	for _, s := range services {
+		for i, addr := range s.Listen {
+			b, ok := bindOf(addr)
+			if !ok {
+				continue
+			}
+			line := s.Line
+			if i < len(s.ListenLines) {
+				line = s.ListenLines[i]
+			}
+			e, clash := exact[b]
+			switch {
+			case b.unix || clash:
+			case b.wild:
+				e, clash = anyOn[b.port]
+			default:
+				e, clash = wildOn[b.port]
+			}
+			this := seen{addr, line, s}
+			switch {
+			case clash && e.svc == s:
+				errs.At(path, line, addr, fmt.Errorf("%w: %w: service %s: %q (line %d) of the same service takes it already",
+					ErrConfig, ErrListenOverlap, s.Name, e.addr, e.line))
+			case clash:
+				errs.At(path, line, addr, fmt.Errorf("%w: %w: service %s: %q (line %d) of service %s takes it already; one listener serves one service",
+					ErrConfig, ErrListenOverlap, s.Name, e.addr, e.line, e.svc.Name))
+			}
+			if _, ok := exact[b]; !ok {
+				exact[b] = this
+			}
+			if b.unix {
+				continue
+			}
+			if _, ok := anyOn[b.port]; !ok {
+				anyOn[b.port] = this
+			}
+			if _, ok := wildOn[b.port]; !ok && b.wild {
+				wildOn[b.port] = this
+			}
+		}
+	}
 }
 
 func checkDial(addr string) error {

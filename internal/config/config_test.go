@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -324,6 +325,74 @@ func TestExecPath(t *testing.T) {
 			}
 			if got := f.Services[0].Exec[0]; got != tc.want {
 				t.Errorf("exec %q resolved to %s; want %s", tc.prog, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestListenOverlap: two listen addresses that would take the same port or socket, in two services
+// or in one, are an error at the later one, naming both services; port 0 never clashes.
+func TestListenOverlap(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		a, b   string // listen addresses of services a and b
+		same   string // a second address of service a, or ""
+		clash  bool
+		errSvc string // the earlier service named in the error
+	}{
+		{"same address", "127.0.0.1:7000", "127.0.0.1:7000", "", true, "a"},
+		{"all vs one", ":7000", "127.0.0.1:7000", "", true, "a"},
+		{"one vs all", "127.0.0.1:7000", ":7000", "", true, "a"},
+		{"0.0.0.0 vs one", "0.0.0.0:7000", "127.0.0.2:7000", "", true, "a"},
+		{"[::] vs IPv4", "[::]:7000", "127.0.0.1:7000", "", true, "a"},
+		{"0.0.0.0 vs IPv6 (Go listens dual-stack)", "0.0.0.0:7000", "[::1]:7000", "", true, "a"},
+		{"all vs [::]", ":7000", "[::]:7000", "", true, "a"},
+		{"mapped vs IPv4", "[::ffff:127.0.0.1]:7000", "127.0.0.1:7000", "", true, "a"},
+		{"port spelt with a zero", "127.0.0.1:7000", "127.0.0.1:07000", "", true, "a"},
+		{"unix, cleaned", "unix:/tmp/x/s.sock", "unix:/tmp/x/../x//s.sock", "", true, "a"},
+		{"abstract", "unix:@pg", "unix:@pg", "", true, "a"},
+		{"twice in one service", "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7000", true, ""},
+		{"all and one in one service", ":7000", "127.0.0.1:7001", "[::1]:7000", true, ""},
+		{"other port", "127.0.0.1:7000", "127.0.0.1:7001", "", false, ""},
+		{"other address", "127.0.0.1:7000", "127.0.0.2:7000", "", false, ""},
+		{"other family", "127.0.0.1:7000", "[::1]:7000", "", false, ""},
+		{"port 0", ":0", "127.0.0.1:0", "127.0.0.1:0", false, ""},
+		{"abstract vs path", "unix:@pg", "unix:pg", "", false, ""},
+		{"other socket", "unix:/tmp/a.sock", "unix:/tmp/b.sock", "", false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			listenA := fmt.Sprintf("%q", tc.a)
+			if tc.same != "" {
+				listenA += fmt.Sprintf(", %q", tc.same)
+			}
+			text := "acls:\n  x: {default: deny}\nservices:\n" +
+				"  - name: a\n    acl: x\n    upstream: y:1\n    listen: [" + listenA + "]\n" + // line 7
+				"  - name: b\n    acl: x\n    upstream: y:1\n    listen: [" + fmt.Sprintf("%q", tc.b) + "]\n" // line 11
+			path := write(t, t.TempDir(), "c.yaml", text, 0o644)
+			f, err := Load(path)
+			if !tc.clash {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var pe *acl.PosError
+			if f != nil || !errors.Is(err, ErrListenOverlap) || !errors.Is(err, ErrConfig) || !errors.As(err, &pe) {
+				t.Fatalf("Load = %v, %v; want ErrListenOverlap", f, err)
+			}
+			want, value := 11, tc.b
+			if tc.same != "" {
+				want, value = 7, tc.same
+			}
+			if pe.File != path || pe.Line != want || pe.Value != value {
+				t.Fatalf("error %q: want it at %s:%d about %q", err, path, want, value)
+			}
+			msg := err.Error()
+			if tc.errSvc != "" && (!strings.Contains(msg, "service b") || !strings.Contains(msg, "of service "+tc.errSvc)) {
+				t.Errorf("error %q does not name both services", msg)
+			}
+			if tc.errSvc == "" && !strings.Contains(msg, "service a") {
+				t.Errorf("error %q does not name the service", msg)
 			}
 		})
 	}
