@@ -3,6 +3,8 @@ package gate
 import (
 	"errors"
 	"net"
+	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -11,7 +13,9 @@ import (
 // each connection from a trusted proxy is judged in a goroutine of its own, so a proxy slow to
 // send its header holds up only its own connection (others, which need no read, are judged by the
 // accepting goroutine); allowed connections reach Accept through a channel. At most
-// MaxPending connections are between the inner Accept and ours at a time.
+// MaxPending connections are between the inner Accept and ours at a time, and of those at most
+// MaxHeaderReads (MaxHeaderReadsPerProxy from one proxy) are having their header read: the rest
+// of MaxPending stays free for connections that need no read.
 type asyncAccept struct {
 	once    sync.Once
 	started atomic.Bool
@@ -20,6 +24,35 @@ type asyncAccept struct {
 	done    chan struct{} // closed when the accepting goroutine has stopped; err says why
 	err     error
 	pending chan struct{} // one token per connection accepted and not yet returned
+
+	mu      sync.Mutex
+	reads   int                // headers being read
+	readsBy map[netip.Addr]int // headers being read, by proxy address; no zero entries
+}
+
+// startRead counts a header read from proxy, unless as many as allowed are in progress already.
+func (a *asyncAccept) startRead(proxy netip.Addr) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.reads >= MaxHeaderReads || a.readsBy[proxy] >= MaxHeaderReadsPerProxy {
+		return false
+	}
+	if a.readsBy == nil {
+		a.readsBy = map[netip.Addr]int{}
+	}
+	a.reads++
+	a.readsBy[proxy]++
+	return true
+}
+
+// endRead counts a header read from proxy as over.
+func (a *asyncAccept) endRead(proxy netip.Addr) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.reads--
+	if a.readsBy[proxy]--; a.readsBy[proxy] == 0 {
+		delete(a.readsBy, proxy)
+	}
 }
 
 func (l *Listener) acceptAsync() (net.Conn, error) {
@@ -72,19 +105,37 @@ func (l *Listener) pump() {
 				return
 			}
 		}
-		if l.readsHeader(c) {
-			go l.judgeAndDeliver(c)
-		} else { // nothing to wait for: judge here and save a goroutine's hand-off
-			l.judgeAndDeliver(c)
+		proxy, ok := l.readsHeader(c)
+		switch {
+		case !ok: // nothing to wait for: judge here and save a goroutine's hand-off
+			l.judgeAndDeliver(c, nil, nil)
+		case a.startRead(proxy) || yieldAndRetry(a, proxy):
+			go func() {
+				l.judgeAndDeliver(c, func() { a.endRead(proxy) }, nil)
+			}()
+		default: // judged (denied) without reading, at once
+			l.judgeAndDeliver(c, nil, ErrProxyBusy)
 		}
 	}
 }
 
-// judgeAndDeliver judges c and hands it to Accept if it is allowed.
-func (l *Listener) judgeAndDeliver(c net.Conn) {
+// yieldAndRetry lets the goroutines reading headers run once before a connection is refused for
+// want of a read slot: a burst of connections from a proxy whose headers are all there must not be
+// refused only because their readers were not scheduled yet.
+func yieldAndRetry(a *asyncAccept, proxy netip.Addr) bool {
+	runtime.Gosched()
+	return a.startRead(proxy)
+}
+
+// judgeAndDeliver judges c (see judge for refuse) and hands it to Accept if it is allowed. read,
+// if not nil, is called once the judging is done, before waiting for Accept.
+func (l *Listener) judgeAndDeliver(c net.Conn, read func(), refuse error) {
 	a := &l.async
 	defer func() { <-a.pending }()
-	out, ok := l.judge(c)
+	out, ok := l.judge(c, refuse)
+	if read != nil {
+		read()
+	}
 	if !ok {
 		return
 	}
@@ -95,12 +146,16 @@ func (l *Listener) judgeAndDeliver(c net.Conn) {
 	}
 }
 
-// readsHeader reports whether judging c will read a PROXY header (its peer is a trusted proxy).
-func (l *Listener) readsHeader(c net.Conn) bool {
+// readsHeader reports whether judging c will read a PROXY header (its peer is a trusted proxy),
+// and from which proxy address.
+func (l *Listener) readsHeader(c net.Conn) (netip.Addr, bool) {
 	po := l.opts.Load().Proxy
 	if po == nil {
-		return false
+		return netip.Addr{}, false
 	}
 	p, err := PeerOf(c)
-	return err == nil && !p.Unix && po.trusts(p.AddrPort.Addr())
+	if err != nil || p.Unix || !po.trusts(p.AddrPort.Addr()) {
+		return netip.Addr{}, false
+	}
+	return p.AddrPort.Addr(), true
 }

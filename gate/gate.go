@@ -135,21 +135,24 @@ func (l *Listener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if out, ok := l.judge(c); ok {
+		if out, ok := l.judge(c, nil); ok {
 			return out, nil
 		}
 	}
 }
 
 // judge decides c, counts and reports the decision, and closes c unless it is to be handed on.
-// It returns the connection to hand on: c, or a *Conn around it.
-func (l *Listener) judge(c net.Conn) (net.Conn, bool) {
+// It returns the connection to hand on: c, or a *Conn around it. A non-nil refuse denies c with
+// that error once its direct peer is known, reading nothing.
+func (l *Listener) judge(c net.Conn, refuse error) (net.Conn, bool) {
 	opts := l.opts.Load()
 	ev := Event{Conn: c}
 	ev.Peer, ev.Err = PeerOf(c)
 	ev.Direct = ev.Peer
 	var wrapped *Conn
-	if ev.Err == nil && opts.Proxy != nil {
+	if ev.Err == nil && refuse != nil {
+		ev.Err = refuse
+	} else if ev.Err == nil && opts.Proxy != nil {
 		wrapped, ev.Err = opts.Proxy.read(c, &ev)
 		opts = l.opts.Load() // the read may have taken seconds: judge by the policy of now
 	}

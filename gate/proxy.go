@@ -2,6 +2,7 @@ package gate
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -19,6 +20,10 @@ var (
 	ErrProxyHeader = errors.New("bad PROXY protocol header")
 	// ErrProxyRequired: ProxyOptions.Required is set and the direct peer is not a trusted proxy.
 	ErrProxyRequired = errors.New("peer is not a trusted proxy and PROXY protocol is required")
+	// ErrProxyBusy: the Listener was already reading MaxHeaderReadsPerProxy headers from this
+	// proxy, or MaxHeaderReads in all, so the connection was denied without reading its header.
+	// It wraps ErrProxyHeader.
+	ErrProxyBusy = fmt.Errorf("%w: not read, too many being read", ErrProxyHeader)
 )
 
 // DefaultProxyTimeout is how long a trusted proxy has to send its PROXY header when
@@ -40,8 +45,12 @@ const headerBuffer = 4096 + 16
 // are, a forged header included. With Required, such a peer is denied instead (ErrProxyRequired).
 //
 // Headers are read in goroutines, not in Accept: a slow proxy holds up only its own connection,
-// for at most Timeout. At most MaxPending connections are accepted and not yet returned by Accept
-// at a time; beyond that the Listener stops accepting until Accept catches up.
+// for at most Timeout. First bytes that cannot start a header (anything but a prefix of "PROXY "
+// or of the v2 signature) are refused as soon as they arrive. At most MaxHeaderReadsPerProxy
+// headers from one proxy address, and MaxHeaderReads in all, are read at a time; a connection
+// beyond either is denied at once (ErrProxyBusy), so that connections stalled by a proxy never
+// keep other peers waiting. At most MaxPending connections are accepted and not yet returned by
+// Accept at a time; beyond that the Listener stops accepting until Accept catches up.
 type ProxyOptions struct {
 	// Trusted are the prefixes of the proxies whose PROXY headers are believed.
 	Trusted []netip.Prefix
@@ -54,6 +63,15 @@ type ProxyOptions struct {
 // MaxPending bounds the connections a Listener with ProxyOptions has accepted but Accept has not
 // yet returned (their headers being read, or waiting for Accept).
 const MaxPending = 128
+
+// Bounds on the PROXY headers a Listener reads at once: from one trusted proxy address, and in
+// all. Reads in progress take at most half of MaxPending, so a peer that needs no header never
+// waits behind them. A proxy sends its header with the connection's first bytes, so its reads
+// take microseconds and only connections it stalls fill these bounds.
+const (
+	MaxHeaderReads         = MaxPending / 2
+	MaxHeaderReadsPerProxy = MaxHeaderReads / 2
+)
 
 // trusts reports whether addr is one of the trusted proxies.
 func (o *ProxyOptions) trusts(addr netip.Addr) bool {
@@ -105,7 +123,11 @@ func ReadProxyHeader(c net.Conn, timeout time.Duration) (client Peer, proxied bo
 	}
 	defer c.SetReadDeadline(time.Time{})
 	br = bufio.NewReaderSize(c, headerBuffer)
-	h, err := proxyproto.Read(br)
+	err = signature(br)
+	var h *proxyproto.Header
+	if err == nil {
+		h, err = proxyproto.Read(br)
+	}
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return Peer{}, false, nil, fmt.Errorf("%w: not complete within %v", ErrProxyHeader, timeout)
@@ -117,6 +139,43 @@ func ReadProxyHeader(c net.Conn, timeout time.Duration) (client Peer, proxied bo
 		return Peer{}, false, nil, fmt.Errorf("%w: %w", ErrProxyHeader, err)
 	}
 	return client, proxied, br, nil
+}
+
+// The signatures a PROXY header starts with: v1's "PROXY" with the space after it, and v2's.
+var (
+	sigV1 = []byte("PROXY ")
+	sigV2 = proxyproto.SIGV2
+)
+
+// errNoSignature: the first bytes cannot start a PROXY header.
+var errNoSignature = errors.New("not a PROXY header signature")
+
+// signature waits until br's first bytes hold a whole v1 or v2 signature, and fails as soon as
+// they cannot start one: go-proxyproto would wait for 5 or 12 bytes, up to the timeout, before
+// telling "PX" or "PROXZ" from a header.
+func signature(br *bufio.Reader) error {
+	for {
+		b, err := br.Peek(br.Buffered() + 1) // at least one byte more than already judged
+		if err != nil && len(b) == 0 {
+			return err
+		}
+		b, _ = br.Peek(br.Buffered())
+		v1, v2 := startsLike(b, sigV1), startsLike(b, sigV2)
+		switch {
+		case len(b) >= len(sigV1) && v1, len(b) >= len(sigV2) && v2:
+			return nil
+		case !v1 && !v2:
+			return fmt.Errorf("%w: first bytes %q", errNoSignature, b[:min(len(b), len(sigV2))])
+		case err != nil:
+			return err
+		}
+	}
+}
+
+// startsLike reports whether b and sig agree on their common length.
+func startsLike(b, sig []byte) bool {
+	n := min(len(b), len(sig))
+	return bytes.Equal(b[:n], sig[:n])
 }
 
 // headerPeer returns the client a parsed header names.

@@ -46,7 +46,7 @@ type handled struct {
 func newProxyGate(t *testing.T, po *ProxyOptions) *proxyGate {
 	t.Helper()
 	inner := listen(t, "tcp", "127.0.0.1:0")
-	g := &proxyGate{addr: inner.Addr().String(), got: make(chan handled, 16), events: make(chan Event, 64)}
+	g := &proxyGate{addr: inner.Addr().String(), got: make(chan handled, 16), events: make(chan Event, 512)}
 	g.ln = NewListener(inner, mustACL(t, acl.Deny, acl.Deny, "allow 10.0.0.1", "allow 127.0.0.6"), Options{
 		Proxy:      po,
 		OnDecision: func(ev Event) { ev.Conn = nil; g.events <- ev },
@@ -270,5 +270,90 @@ func TestProxyProtocolInnerClosed(t *testing.T) {
 	}
 	if closed != 4 {
 		t.Errorf("%d of the 4 connections were closed, want all (3 were left waiting)", closed)
+	}
+}
+
+// First bytes from a trusted proxy that cannot start a PROXY header are refused as soon as they
+// come, not when the header timeout runs out (go-proxyproto waits for 5 or 12 bytes).
+func TestProxyProtocolRefusesNonHeaderAtOnce(t *testing.T) {
+	for _, first := range []string{"P", "PX", "PROXZ", "PROXYjunk", "\r\n\r\n\x01", "\r", "\r\nQUIT", "G"} {
+		t.Run(fmt.Sprintf("%q", first), func(t *testing.T) {
+			// A minute to send the header: the test's 10 s waits fail if the gate waits for it.
+			g := newProxyGate(t, &ProxyOptions{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.5/32")}, Timeout: time.Minute})
+			c := dialFrom(t, "127.0.0.5", g.addr)
+			defer c.Close()
+			c.Write([]byte(first))
+			if first == "P" || first == "\r" { // a prefix of a signature: wait for what follows it
+				c.Write([]byte("x"))
+			}
+			ev := g.event(t)
+			if !errors.Is(ev.Err, ErrProxyHeader) || ev.HandedOn {
+				t.Fatalf("event %+v, want a denial with ErrProxyHeader", ev)
+			}
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
+				t.Errorf("client read %q, %v; want EOF", b, err)
+			}
+		})
+	}
+}
+
+// Connections a trusted proxy opens and stalls take at most MaxHeaderReadsPerProxy read slots,
+// and all proxies together MaxHeaderReads; past that they are denied at once (ErrProxyBusy).
+// Peers that need no header, and other proxies, are judged at once meanwhile: they never wait
+// behind stalled header reads (they did, for the header timeout, once MaxPending were stalled).
+func TestProxyHeaderReadBounds(t *testing.T) {
+	pfx := func(s ...string) (out []netip.Prefix) {
+		for _, a := range s {
+			out = append(out, netip.MustParsePrefix(a+"/32"))
+		}
+		return out
+	}
+	g := newProxyGate(t, &ProxyOptions{Trusted: pfx("127.0.0.5", "127.0.0.7", "127.0.0.8"), Timeout: time.Minute})
+	var stalled []net.Conn
+	t.Cleanup(func() {
+		for _, c := range stalled {
+			c.Close()
+		}
+	})
+	stall := func(src string, n int) {
+		for range n {
+			stalled = append(stalled, dialFrom(t, src, g.addr))
+		}
+	}
+	// busy waits for n denials with ErrProxyBusy from src, and no other decision.
+	busy := func(src string, n int) {
+		t.Helper()
+		for i := range n {
+			ev := g.event(t)
+			if !errors.Is(ev.Err, ErrProxyBusy) || !errors.Is(ev.Err, ErrProxyHeader) || ev.Direct.AddrPort.Addr() != netip.MustParseAddr(src) {
+				t.Fatalf("decision %d: %+v, want a denial of %s with ErrProxyBusy", i, ev, src)
+			}
+		}
+	}
+	served := func(src string, data []byte, want string) {
+		t.Helper()
+		if ev, h, ok := g.send(t, src, data); !ok || h.data != want {
+			t.Fatalf("from %s: served %v (%+v), got %q", src, ok, ev, h.data)
+		}
+	}
+	hdr := append(proxyHeader(t, 2, "10.0.0.1:4000", "127.0.0.1:80"), "proxied"...)
+
+	stall("127.0.0.5", MaxPending+8) // more than the gate holds
+	busy("127.0.0.5", MaxPending+8-MaxHeaderReadsPerProxy)
+	served("127.0.0.6", []byte("direct"), "direct")
+	served("127.0.0.7", hdr, "proxied") // another proxy has its own slots
+
+	stall("127.0.0.7", MaxHeaderReads-MaxHeaderReadsPerProxy) // now MaxHeaderReads in all
+	stall("127.0.0.8", 1)
+	busy("127.0.0.8", 1)
+	refused := stalled[len(stalled)-1]
+	refused.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if b, err := io.ReadAll(refused); len(b) != 0 || err != nil {
+		t.Errorf("refused connection read %q, %v; want EOF", b, err)
+	}
+	served("127.0.0.6", []byte("direct again"), "direct again")
+	if s := g.ln.Stats(); s.Errors != MaxPending+8-MaxHeaderReadsPerProxy+1 || s.Allowed != 3 {
+		t.Errorf("stats %+v", s)
 	}
 }
