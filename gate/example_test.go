@@ -41,7 +41,7 @@ func ExampleNewListener() {
 	fmt.Printf("%+v\n", ln.Stats())
 	// Output:
 	// handler sees 127.0.0.1
-	// {Allowed:1 Denied:1 Errors:0 Limited:0}
+	// {Allowed:1 Denied:1 Errors:0 Limited:0 Banned:0}
 }
 
 // PeerOf reads the peer of any connection from its socket; Decide judges it, as the Listener does.

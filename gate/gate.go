@@ -44,6 +44,10 @@ type Options struct {
 	// allows, and in DryRun those it denies too), with the client's address; over a limit the
 	// connection is denied, DryRun or not. package gate/limit has one.
 	Limiter Limiter
+	// Bans, if set, is a layer of live denials checked before the ACL: a peer inside a ban is denied
+	// even when the ACL allows it (DryRun hands it on, as it does ACL denials). Unix-domain peers
+	// have no address and are not asked about. package gate/bans has one.
+	Bans Bans
 }
 
 // Limiter caps connections per source address. Admit is called for each connection that would be
@@ -62,6 +66,7 @@ type Event struct {
 	Decision acl.Decision // deny, with no rule, when Err is set
 	Err      error        // why the peer could not be judged (or its PROXY header not read), or nil
 	Limit    error        // the per-source limit that denied a connection the ACL allowed, or nil
+	Ban      *Ban         // the ban that denied the peer (Options.Bans), or nil: then Decision is the ACL's
 	HandedOn bool         // the connection was returned to the caller
 }
 
@@ -71,6 +76,7 @@ type Stats struct {
 	Denied  uint64 // connections the ACL denied (in dry-run mode, would have denied)
 	Errors  uint64 // connections closed because their peer could not be found or judged
 	Limited uint64 // connections the ACL allowed and a per-source limit denied
+	Banned  uint64 // connections denied by a ban (Options.Bans; in dry-run mode, would have been)
 }
 
 // Listener is a net.Listener whose Accept returns only connections from peers its ACL allows. Its
@@ -83,6 +89,7 @@ type Listener struct {
 	denied  atomic.Uint64
 	errors  atomic.Uint64
 	limited atomic.Uint64
+	banned  atomic.Uint64
 
 	closed    chan struct{} // closed by Close: judging goroutines give up delivering
 	closeOnce sync.Once
@@ -110,7 +117,7 @@ func (l *Listener) SetOptions(o Options) { l.opts.Store(&o) }
 
 // Stats returns the counters.
 func (l *Listener) Stats() Stats {
-	return Stats{Allowed: l.allowed.Load(), Denied: l.denied.Load(), Errors: l.errors.Load(), Limited: l.limited.Load()}
+	return Stats{Allowed: l.allowed.Load(), Denied: l.denied.Load(), Errors: l.errors.Load(), Limited: l.limited.Load(), Banned: l.banned.Load()}
 }
 
 // Close closes the wrapped listener; connections being judged are closed rather than returned.
@@ -165,7 +172,15 @@ func (l *Listener) judge(c net.Conn, refuse error) (net.Conn, bool) {
 		l.errors.Add(1)
 		ev.Decision = acl.Decision{Action: acl.Deny}
 	default:
-		ev.Decision = ev.Peer.Decide(a)
+		if opts.Bans != nil && !ev.Peer.Unix {
+			if b, ok := opts.Bans.Banned(ev.Peer.AddrPort.Addr().Unmap()); ok {
+				ev.Ban = &b // allocates, on the ban path only
+				ev.Decision = acl.Decision{Action: acl.Deny}
+			}
+		}
+		if ev.Ban == nil {
+			ev.Decision = ev.Peer.Decide(a)
+		}
 		var release func()
 		// Limits apply to every connection handed on, including those dry_run lets through.
 		if (ev.Decision.Allowed() || opts.DryRun) && opts.Limiter != nil && !ev.Peer.Unix {
@@ -176,6 +191,8 @@ func (l *Listener) judge(c net.Conn, refuse error) (net.Conn, bool) {
 			l.limited.Add(1)
 		case ev.Decision.Allowed():
 			l.allowed.Add(1)
+		case ev.Ban != nil:
+			l.banned.Add(1)
 		default:
 			l.denied.Add(1)
 		}
@@ -225,6 +242,16 @@ func (l *Listener) log(log *slog.Logger, ev *Event) {
 	msg := "peer denied"
 	if ev.HandedOn {
 		msg = "peer would be denied (dry run); handed on"
+	}
+	if b := ev.Ban; b != nil {
+		attrs := []slog.Attr{slog.String("listen", l.Addr().String()), slog.String("peer", ev.Peer.String()),
+			slog.String("layer", "ban"), slog.String("ban", b.Prefix.String()), slog.String("origin", b.Origin),
+			slog.String("reason", b.Reason), slog.String("expires", b.ExpiresString())}
+		if ev.Proxied {
+			attrs = append(attrs, slog.String("proxy", ev.Direct.String()))
+		}
+		log.LogAttrs(ctx, slog.LevelInfo, msg, attrs...)
+		return
 	}
 	attrs := []slog.Attr{slog.String("listen", l.Addr().String()), slog.String("peer", ev.Peer.String()), slog.String("rule", "default")}
 	if r := ev.Decision.Rule; r != nil {

@@ -18,12 +18,13 @@ type Collector struct {
 }
 
 // New returns a Collector for ln. It exposes peergate_gate_connections_total with a result label
-// (allowed, denied, error, limited) plus the given constant labels, which tell several listeners apart.
+// (allowed, denied, error, limited, banned) plus the given constant labels, which tell several listeners apart.
 func New(ln *gate.Listener, labels prometheus.Labels) *Collector {
 	return &Collector{ln: ln, desc: prometheus.NewDesc("peergate_gate_connections_total",
 		"Connections judged by a gate.Listener, by result: allowed, denied (by the ACL; in dry-run "+
 			"mode, would have been), error (the peer could not be found or judged; closed), "+
-			"limited (allowed by the ACL, over a per-source limit; closed).",
+			"limited (allowed by the ACL, over a per-source limit; closed), banned (denied by a ban of "+
+			"the ban layer, Options.Bans).",
 		[]string{"result"}, labels)}
 }
 
@@ -36,7 +37,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range []struct {
 		result string
 		n      uint64
-	}{{"allowed", s.Allowed}, {"denied", s.Denied}, {"error", s.Errors}, {"limited", s.Limited}} {
+	}{{"allowed", s.Allowed}, {"denied", s.Denied}, {"error", s.Errors}, {"limited", s.Limited}, {"banned", s.Banned}} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(r.n), r.result)
 	}
 }

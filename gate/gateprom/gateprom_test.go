@@ -52,9 +52,10 @@ func TestCollector(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(gateprom.New(ln, prometheus.Labels{"listener": "test"}))
 	want := `
-# HELP peergate_gate_connections_total Connections judged by a gate.Listener, by result: allowed, denied (by the ACL; in dry-run mode, would have been), error (the peer could not be found or judged; closed), limited (allowed by the ACL, over a per-source limit; closed).
+# HELP peergate_gate_connections_total Connections judged by a gate.Listener, by result: allowed, denied (by the ACL; in dry-run mode, would have been), error (the peer could not be found or judged; closed), limited (allowed by the ACL, over a per-source limit; closed), banned (denied by a ban of the ban layer, Options.Bans).
 # TYPE peergate_gate_connections_total counter
 peergate_gate_connections_total{listener="test",result="allowed"} 1
+peergate_gate_connections_total{listener="test",result="banned"} 0
 peergate_gate_connections_total{listener="test",result="denied"} 2
 peergate_gate_connections_total{listener="test",result="error"} 0
 peergate_gate_connections_total{listener="test",result="limited"} 0
@@ -79,6 +80,7 @@ func ExampleNew() {
 	}
 	// Output:
 	// allowed 1
+	// banned 0
 	// denied 1
 	// error 0
 	// limited 0
