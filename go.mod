@@ -3,6 +3,7 @@ module github.com/peergate/peergate
 go 1.26.8
 
 require (
+	github.com/cilium/ebpf v0.22.0
 	github.com/pires/go-proxyproto v0.15.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/yl2chen/cidranger v1.0.2

@@ -1,6 +1,7 @@
-// Package kfilter compiles an address ACL into a classic BPF socket filter and attaches it to a
-// listening TCP socket, so that the kernel drops the packets of denied peers, SYNs included,
-// before a connection exists. It is an optimisation in front of the gate, never a replacement:
+// Package kfilter makes the kernel drop the SYNs of denied peers on a listening TCP socket, before
+// a connection exists, with one of two socket filters: an eBPF program over longest-prefix-match
+// maps (EBPF), which holds an ACL of any size and is updated in place, or a classic BPF program
+// compiled from the ACL (Compile, Apply), which holds about 2000 IPv4 rules but needs no eBPF. It is an optimisation in front of the gate, never a replacement:
 // the getpeername check after accept (package gate) stays the authority.
 //
 //	var lc net.ListenConfig
@@ -11,6 +12,37 @@
 //		log.Print("no kernel filter; the gate still denies: ", err)
 //	}
 //	http.Serve(gate.NewListener(ln, rules, gate.Options{}), handler)
+//
+// # The eBPF filter
+//
+// NewEBPF loads a BPF_PROG_TYPE_SOCKET_FILTER program and creates its maps: two LPM tries for the
+// ACL (IPv4, IPv6), two for runtime bans, and a per-CPU array counting drops by IP version. Load
+// puts an ACL in the maps: one entry a prefix with the action that decides it (acl resolves a tie
+// to deny), and the ACL's default as the /0 of each family, so the trie's longest-prefix match is
+// acl.ACL.Decide. Attach (SO_ATTACH_BPF) installs it on any number of sockets. The program reads
+// the IP version from the packet, so one program serves IPv4, IPv6 and dual-stack sockets; an
+// IPv4 packet on a [::] socket is judged as IPv4, and so is an IPv4-mapped IPv6 source, as Decide
+// does. It judges only segments with SYN set (the TCP header is found through the IPv4 header
+// length; an IPv6 packet with extension headers is judged whatever it carries): connections the
+// kernel accepted inherit the filter, and their packets then cost about ten instructions and no
+// lookup, and a change of the ACL never stalls an open connection. A non-SYN segment from a denied
+// peer meets the listener, which answers it with a reset; it never becomes a connection.
+//
+// A later Load changes the maps by difference, never detaching: first the prefixes that deny in
+// the new ACL are set and the allow prefixes it drops are deleted (each step only turns peers
+// away), then its allow prefixes are set and the deny prefixes it drops deleted (each step lets in
+// only peers the new ACL allows, its deny prefixes being all in place). Each map element changes
+// atomically, but the whole reload is not one transaction: while it runs, a peer is judged as the
+// old ACL or as the new one would, or denied; never is a peer that both deny let through. On a
+// failure half-way (out of kernel memory) the filter's state is unknown and Load refuses further
+// use: the caller detaches it and the gate alone judges. UpdateBans adds and removes ban prefixes
+// in their own maps, checked before the ACL maps; their expiry is the caller's.
+//
+// The maps allocate per entry (BPF_F_NO_PREALLOC) and are charged to the memory cgroup of the
+// process (memlock): about 140 bytes an IPv4 /32 (EBPFStats.MapBytes). Loading needs CAP_BPF (or
+// CAP_SYS_ADMIN before Linux 5.8, or kernel.unprivileged_bpf_disabled=0); NewEBPF's error wraps
+// ErrNoEBPF and names what is missing. Nothing outlives the process: the kernel frees program
+// and maps when the last socket and descriptor holding them close.
 //
 // # What the client sees
 //

@@ -1,0 +1,221 @@
+//go:build linux
+
+package kfilter_test
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/gate/kfilter"
+	"golang.org/x/sys/unix"
+)
+
+// attachEBPF loads a into a new eBPF filter and attaches it to ln, skipping the test where eBPF is
+// unavailable.
+func attachEBPF(t *testing.T, ln net.Listener, a *acl.ACL) *kfilter.EBPF {
+	t.Helper()
+	if err := kfilter.EBPFAvailable(); err != nil {
+		t.Skipf("eBPF socket filter unavailable here: %v", err)
+	}
+	f, err := kfilter.NewEBPF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if err := f.Load(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Attach(rawConn(t, ln)); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestEBPFDropsDenied(t *testing.T) {
+	for _, tc := range []struct {
+		name, listen string
+		rules        []string
+		timeOut      []string // source, destination host
+		connect      []string
+		accepted     []string
+	}{
+		{"IPv4", "127.0.0.1:0", []string{"deny 127.0.0.2"},
+			[]string{"127.0.0.2", "127.0.0.1"}, []string{"127.0.0.1", "127.0.0.1", "127.0.0.3", "127.0.0.1"},
+			[]string{"127.0.0.1", "127.0.0.3"}},
+		{"dual-stack", "[::]:0", []string{"deny ::ffff:127.0.0.2", "deny ::1"},
+			[]string{"127.0.0.2", "127.0.0.1", "::ffff:127.0.0.2", "::ffff:127.0.0.1", "::1", "::1"},
+			[]string{"127.0.0.1", "127.0.0.1", "127.0.0.3", "127.0.0.1"},
+			[]string{"127.0.0.1", "127.0.0.3"}},
+		{"IPv6 only", "[::1]:0", []string{"deny 127.0.0.0/8"}, nil,
+			[]string{"::1", "::1"}, []string{"::1"}},
+		{"IPv6 denied", "[::1]:0", []string{"deny ::1"}, []string{"::1", "::1"}, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := listen(t, tc.listen)
+			attachEBPF(t, ln, mustACL(t, tc.rules...))
+			ch := acceptor(ln)
+			for i := 0; i < len(tc.timeOut); i += 2 {
+				mustTimeOut(t, tc.timeOut[i], net.JoinHostPort(tc.timeOut[i+1], port(ln)))
+			}
+			for i := 0; i < len(tc.connect); i += 2 {
+				mustConnect(t, tc.connect[i], net.JoinHostPort(tc.connect[i+1], port(ln)))
+			}
+			expectAccepted(t, ln, ch, tc.accepted...)
+		})
+	}
+}
+
+// TestEBPFLiveUpdate: a Load or a ban changes what an attached filter drops, with no new attach,
+// and the counters count the drops.
+func TestEBPFLiveUpdate(t *testing.T) {
+	ln := listen(t, "127.0.0.1:0")
+	f := attachEBPF(t, ln, mustACL(t, "deny 127.0.0.2"))
+	ch := acceptor(ln)
+	addr := ln.Addr().String()
+	mustTimeOut(t, "127.0.0.2", addr)
+	mustConnect(t, "127.0.0.3", addr)
+	if err := f.Load(mustACL(t, "deny 127.0.0.3")); err != nil {
+		t.Fatal(err)
+	}
+	mustConnect(t, "127.0.0.2", addr)
+	mustTimeOut(t, "127.0.0.3", addr)
+	if err := f.UpdateBans([]netip.Prefix{netip.MustParsePrefix("127.0.0.4/32")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	mustTimeOut(t, "127.0.0.4", addr)
+	if err := f.UpdateBans(nil, []netip.Prefix{netip.MustParsePrefix("127.0.0.4/32")}); err != nil {
+		t.Fatal(err)
+	}
+	mustConnect(t, "127.0.0.4", addr)
+	if err := kfilter.Detach(rawConn(t, ln)); err != nil {
+		t.Fatal(err)
+	}
+	mustConnect(t, "127.0.0.3", addr)
+	expectAccepted(t, ln, ch, "127.0.0.3", "127.0.0.2", "127.0.0.4", "127.0.0.3")
+	v4, v6, err := f.Dropped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each timed-out dial sent one SYN within dropTimeout (the first retransmission is at 1 s).
+	if v4 < 3 || v6 != 0 {
+		t.Errorf("Dropped() = %d, %d; want at least 3 IPv4, no IPv6", v4, v6)
+	}
+}
+
+// synFrom opens a non-blocking socket bound to src and starts a connect to dst, which sends one
+// SYN; the caller closes the returned descriptor.
+func synFrom(src netip.Addr, dst netip.AddrPort) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: src.As4()}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	err = unix.Connect(fd, &unix.SockaddrInet4{Addr: dst.Addr().As4(), Port: int(dst.Port())})
+	if err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// TestEBPFReloadUnderFlood: denied SYNs sent throughout 100 reloads between ACLs that deny
+// 127.0.0.2 in different ways (by a /32 in an allow-by-default ACL, by the default with 127.0.0.1
+// and .3 allowed, by a /31 with .3 allowed, by a ban) never reach Accept, and allowed clients
+// connect between reloads.
+func TestEBPFReloadUnderFlood(t *testing.T) {
+	ln := listen(t, "127.0.0.1:0")
+	acls := []*acl.ACL{
+		mustACL(t, "deny 127.0.0.2"),
+		acl.MustNew(acl.Spec{Default: acl.Deny, Rules: []acl.Rule{
+			{Prefix: netip.MustParsePrefix("127.0.0.1/32"), Action: acl.Allow},
+			{Prefix: netip.MustParsePrefix("127.0.0.3/32"), Action: acl.Allow},
+			{Prefix: netip.MustParsePrefix("::/0"), Action: acl.Allow}}}),
+		mustACL(t, "deny 127.0.0.2/31", "allow 127.0.0.3", "deny 10.0.0.0/8", "allow 10.1.0.0/16"),
+		mustACL(t, "allow 127.0.0.0/8", "deny 127.0.0.2"),
+	}
+	// Pad each ACL with 2000 random rules of its own, so that every reload changes about 4000 map
+	// entries and takes long enough for many SYNs to meet it half-way.
+	r := rand.New(rand.NewPCG(1, 2))
+	for i, a := range acls {
+		rules := a.Rules()
+		for range 2000 {
+			var b [4]byte
+			binary.BigEndian.PutUint32(b[:], 0x0b000000+r.Uint32()%0xd0000000) // 11.0.0.0 and up
+			rules = append(rules, acl.Rule{Prefix: netip.PrefixFrom(netip.AddrFrom4(b), 32), Action: acl.Action(r.IntN(2))})
+		}
+		acls[i] = acl.MustNew(acl.Spec{Default: a.Default(), Rules: rules})
+	}
+	f := attachEBPF(t, ln, acls[0])
+	ch := acceptor(ln)
+	dst := netip.MustParseAddrPort(ln.Addr().String())
+	denied := netip.MustParseAddr("127.0.0.2")
+	ban := []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}
+
+	done := make(chan struct{})
+	floodErr := make(chan int, 1)
+	go func() { // the flood: bounded in count, stops when the reloads are done
+		var fds []int
+		defer func() {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			floodErr <- len(fds)
+		}()
+		for len(fds) < 4000 {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			fd, err := synFrom(denied, dst)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			fds = append(fds, fd)
+		}
+	}()
+	for i := range 100 {
+		if err := f.Load(acls[i%len(acls)]); err != nil {
+			t.Fatal(err)
+		}
+		// Every fourth round the ACL allows 127.0.0.2 for a moment, and a ban keeps it out.
+		if i%5 == 4 {
+			if err := f.UpdateBans(ban, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Load(mustACL(t)); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Load(acls[0]); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.UpdateBans(nil, ban); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i%10 == 0 {
+			mustConnect(t, "127.0.0.1", ln.Addr().String())
+		}
+	}
+	close(done)
+	sent := <-floodErr
+	v4, _, _ := f.Dropped()
+	t.Logf("%d denied SYNs sent during 100 reloads, %d packets dropped", sent, v4)
+	mustConnect(t, "127.0.0.3", ln.Addr().String())
+	want := make([]string, 0, 11)
+	for range 10 {
+		want = append(want, "127.0.0.1")
+	}
+	expectAccepted(t, ln, ch, append(want, "127.0.0.3")...)
+	if v4 < uint64(sent) {
+		t.Errorf("%d SYNs sent, %d dropped", sent, v4)
+	}
+}
