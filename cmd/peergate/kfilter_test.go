@@ -3,7 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/peergate/peergate/gate/kfilter"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -76,6 +79,23 @@ func TestServeKernelFilter(t *testing.T) {
 	if n := upCount(); n != 2 {
 		t.Errorf("upstream saw %d connections, want 2", n)
 	}
+	// With the eBPF filter the drops are counted, and /config names the backend.
+	if strings.Contains(log, "backend=ebpf") {
+		got := scrape(t, admin)
+		if n := got[`peergate_kernel_dropped_total{family="ipv4",service="echo"}`]; n < 3 {
+			t.Errorf("peergate_kernel_dropped_total ipv4 = %v, want at least the 3 SYNs dropped", n)
+		}
+		resp, err := http.Get("http://" + admin + "/config")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body := string(b)
+		if !strings.Contains(body, `"backend": "ebpf"`) || !strings.Contains(body, `"ipv4_prefixes": 3`) {
+			t.Errorf("/config does not show the eBPF filter: %s", body)
+		}
+	}
 
 	// Turned off by a reload on the same listeners: denied peers are refused by the gate again.
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(filterConfig, up, "off")), 0o644); err != nil {
@@ -89,8 +109,9 @@ func TestServeKernelFilter(t *testing.T) {
 	p.waitLog(`msg="peer denied" service=echo .*peer=127\.0\.0\.2:`)
 }
 
-// TestServeKernelFilterRequired: an ACL too big for the filter is refused at start with
-// kernel_filter: required, and only logged with auto.
+// TestServeKernelFilterRequired: an ACL too big for the classic filter is refused at start with
+// kernel_filter: cbpf; with auto and required it goes into the eBPF filter where eBPF is
+// available, and otherwise required refuses it and auto logs it.
 func TestServeKernelFilterRequired(t *testing.T) {
 	dir := t.TempDir()
 	var list strings.Builder
@@ -104,10 +125,21 @@ acls:
 services:
   - {name: echo, listen: ["127.0.0.1:0"], acl: big, upstream: "127.0.0.1:9", kernel_filter: %s}
 `
-	_, stderr, code := runBin(t, "serve", "-config", writeFile(t, dir, "req.yaml", fmt.Sprintf(conf, "required")))
-	if code != exitError || !strings.Contains(stderr, "kernel_filter required") || !strings.Contains(stderr, "too large") || !strings.Contains(stderr, "req.yaml:5: \"required\"") {
-		t.Errorf("required: exit %d, stderr %q", code, stderr)
+	_, stderr, code := runBin(t, "serve", "-config", writeFile(t, dir, "req.yaml", fmt.Sprintf(conf, "cbpf")))
+	if code != exitError || !strings.Contains(stderr, "kernel_filter cbpf") || !strings.Contains(stderr, "too large") || !strings.Contains(stderr, "req.yaml:5: \"cbpf\"") {
+		t.Errorf("cbpf: exit %d, stderr %q", code, stderr)
 	}
-	p := startServe(t, writeFile(t, dir, "auto.yaml", fmt.Sprintf(conf, "auto")), "-watch", "0")
-	p.waitLogs(`kernel filter not attached; the gate alone judges.*too large`, `msg=listening service=echo`)
+	if kfilter.EBPFAvailable() != nil {
+		_, stderr, code := runBin(t, "serve", "-config", writeFile(t, dir, "req.yaml", fmt.Sprintf(conf, "required")))
+		if code != exitError || !strings.Contains(stderr, "kernel_filter required") || !strings.Contains(stderr, "too large") {
+			t.Errorf("required: exit %d, stderr %q", code, stderr)
+		}
+		p := startServe(t, writeFile(t, dir, "auto.yaml", fmt.Sprintf(conf, "auto")), "-watch", "0")
+		p.waitLogs(`kernel filter not attached; the gate alone judges.*too large`, `msg=listening service=echo`)
+		return
+	}
+	for _, mode := range []string{"required", "auto", "ebpf"} {
+		p := startServe(t, writeFile(t, dir, mode+".yaml", fmt.Sprintf(conf, mode)), "-watch", "0")
+		p.waitLogs(`kernel filter attached.*backend=ebpf prefixes=3002`, `msg=listening service=echo`)
+	}
 }

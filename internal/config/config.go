@@ -93,7 +93,7 @@ type Service struct {
 	ConnectTimeout time.Duration
 	IdleTimeout    time.Duration // 0: none
 	MaxConns       int           // 0: no cap
-	KernelFilter   string        // "off", "auto" or "required": drop denied SYNs in the kernel
+	KernelFilter   string        // "off", "auto", "ebpf", "cbpf" or "required": drop denied SYNs in the kernel
 	FilterLine     int           // where kernel_filter was written; 0 when it was not
 	LogRate        int           // denial log lines a second, per listener; 0: no limit
 	KeepAlive      time.Duration // TCP keep-alive idle time on both sides of a connection; 0: off
@@ -116,8 +116,10 @@ type Service struct {
 // Kernel filter modes of a service (kernel_filter).
 const (
 	FilterOff      = "off"      // the gate alone judges
-	FilterAuto     = "auto"     // attach a socket filter where the ACL fits; log when it does not
-	FilterRequired = "required" // refuse a config whose ACL the filter cannot hold
+	FilterAuto     = "auto"     // the eBPF filter, else the classic one where the ACL fits, else the gate alone (logged)
+	FilterEBPF     = "ebpf"     // the eBPF filter, or refuse the config
+	FilterCBPF     = "cbpf"     // the classic BPF filter, or refuse the config
+	FilterRequired = "required" // the eBPF or the classic filter, or refuse the config
 )
 
 // Load reads the file at path.
@@ -311,10 +313,10 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 			s.KeepAlive = duration(path, v, errs)
 		case "kernel_filter":
 			switch word, _ := conf.Scalar(path, v, errs); word {
-			case FilterOff, FilterAuto, FilterRequired:
+			case FilterOff, FilterAuto, FilterEBPF, FilterCBPF, FilterRequired:
 				s.KernelFilter, s.FilterLine = word, v.Line
 			default:
-				errs.At(path, v.Line, word, fmt.Errorf("%w: kernel_filter must be off, auto or required", ErrConfig))
+				errs.At(path, v.Line, word, fmt.Errorf("%w: kernel_filter must be off, auto, ebpf, cbpf or required", ErrConfig))
 			}
 		case "trusted_proxies":
 			s.TrustedProxies = prefixes(path, v, errs)

@@ -107,33 +107,35 @@ type effectiveACL struct {
 }
 
 type effectiveSvc struct {
-	Name           string   `json:"name"`
-	Listen         []string `json:"listen"`
-	ACL            string   `json:"acl"`
-	Upstream       string   `json:"upstream,omitempty"`
-	Exec           []string `json:"exec,omitempty"`
-	OnDeny         string   `json:"on_deny,omitempty"`
-	DryRun         bool     `json:"dry_run,omitempty"`
-	ConnectTimeout string   `json:"connect_timeout,omitempty"`
-	IdleTimeout    string   `json:"idle_timeout,omitempty"`
-	MaxConns       *int     `json:"max_conns,omitempty"`
-	KernelFilter   string   `json:"kernel_filter,omitempty"`
-	TrustedProxies []string `json:"trusted_proxies,omitempty"`
-	ProxyProtocol  string   `json:"proxy_protocol,omitempty"`
-	ProxyTimeout   string   `json:"proxy_header_timeout,omitempty"`
-	SendProxy      string   `json:"send_proxy,omitempty"`
-	PerSource      int      `json:"per_source,omitempty"`
-	PerSourcePfx   []int    `json:"per_source_prefix,omitempty"` // [ipv4, ipv6]
-	Rate           float64  `json:"rate_per_second,omitempty"`
-	Burst          int      `json:"burst,omitempty"`
-	MaxSources     int      `json:"max_sources,omitempty"`
-	LogRate        *int     `json:"log_rate,omitempty"`
-	KeepAlive      string   `json:"keepalive,omitempty"`
+	Name           string            `json:"name"`
+	Listen         []string          `json:"listen"`
+	ACL            string            `json:"acl"`
+	Upstream       string            `json:"upstream,omitempty"`
+	Exec           []string          `json:"exec,omitempty"`
+	OnDeny         string            `json:"on_deny,omitempty"`
+	DryRun         bool              `json:"dry_run,omitempty"`
+	ConnectTimeout string            `json:"connect_timeout,omitempty"`
+	IdleTimeout    string            `json:"idle_timeout,omitempty"`
+	MaxConns       *int              `json:"max_conns,omitempty"`
+	KernelFilter   string            `json:"kernel_filter,omitempty"`
+	KernelFilters  []effectiveFilter `json:"kernel_filters,omitempty"` // what each listener has attached
+	TrustedProxies []string          `json:"trusted_proxies,omitempty"`
+	ProxyProtocol  string            `json:"proxy_protocol,omitempty"`
+	ProxyTimeout   string            `json:"proxy_header_timeout,omitempty"`
+	SendProxy      string            `json:"send_proxy,omitempty"`
+	PerSource      int               `json:"per_source,omitempty"`
+	PerSourcePfx   []int             `json:"per_source_prefix,omitempty"` // [ipv4, ipv6]
+	Rate           float64           `json:"rate_per_second,omitempty"`
+	Burst          int               `json:"burst,omitempty"`
+	MaxSources     int               `json:"max_sources,omitempty"`
+	LogRate        *int              `json:"log_rate,omitempty"`
+	KeepAlive      string            `json:"keepalive,omitempty"`
 }
 
 func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
 	cfg, loaded := s.cfg, s.loaded
+	filters := s.kernelFilters()
 	s.mu.Unlock()
 	e := effective{Version: version.Get(), File: cfg.Path, SHA256: cfg.Hash, Loaded: loaded, DrainTimeout: cfg.DrainTimeout.String(),
 		ACLs: []effectiveACL{}, Services: []effectiveSvc{}}
@@ -149,6 +151,9 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
 			Upstream: c.Upstream, Exec: c.Exec, OnDeny: onDeny, DryRun: c.DryRun,
 			ConnectTimeout: c.ConnectTimeout.String(), IdleTimeout: c.IdleTimeout.String(), MaxConns: &c.MaxConns,
 			KernelFilter: c.KernelFilter, SendProxy: c.SendProxy, LogRate: &c.LogRate, KeepAlive: c.KeepAlive.String()}
+		if c.KernelFilter != config.FilterOff {
+			es.KernelFilters = filters[c.Name]
+		}
 		if len(c.TrustedProxies) > 0 {
 			for _, p := range c.TrustedProxies {
 				es.TrustedProxies = append(es.TrustedProxies, p.String())

@@ -5,8 +5,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 
+	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/gate/kfilter"
 	"github.com/peergate/peergate/internal/config"
@@ -17,14 +19,19 @@ import (
 type gated interface {
 	net.Listener
 	Configure(*service) error
+	filterState() filterState
 }
 
 type gateListener struct {
 	*gate.Listener
-	log      *slog.Logger
-	limit    *logLimit       // for the gate's lines (denials), kept across reloads
-	rc       syscall.RawConn // the TCP listening socket, for the kernel filter; nil for Unix sockets
-	filtered bool            // a kernel filter is attached
+	log   *slog.Logger
+	limit *logLimit       // for the gate's lines (denials), kept across reloads
+	rc    syscall.RawConn // the TCP listening socket, for the kernel filter; nil for Unix sockets
+
+	mu      sync.Mutex    // guards what follows, read by /metrics and /config
+	backend string        // the kernel filter attached: "", "ebpf" or "cbpf"
+	ebpf    *kfilter.EBPF // the eBPF filter attached; nil when none
+	gone    [2]uint64     // packets dropped (IPv4, IPv6) by eBPF filters of this listener closed before
 }
 
 // newGate wraps ln in a gate configured for svc. It fails only when svc requires a kernel filter
@@ -37,9 +44,20 @@ func newGate(ln net.Listener, svc *service, log *slog.Logger) (gated, error) {
 	return g, g.Configure(svc)
 }
 
+// Close closes the listener, and with it the kernel filter's hold on the socket, and releases the
+// eBPF filter.
+func (g *gateListener) Close() error {
+	err := g.Listener.Close()
+	g.mu.Lock()
+	g.closeEBPF()
+	g.backend = ""
+	g.mu.Unlock()
+	return err
+}
+
 // Configure applies svc's ACL, deny options, metrics and kernel filter to connections accepted
-// from now on. It returns an error only when svc requires the kernel filter and it could not be
-// attached; the gate then still judges every connection.
+// from now on. It returns an error only when svc requires a kernel filter (kernel_filter: ebpf,
+// cbpf or required) and none could be attached; the gate then still judges every connection.
 func (g *gateListener) Configure(svc *service) error {
 	g.limit.setRate(svc.LogRate)
 	logger := slog.New(limitHandler{g.log.Handler(), g.limit}).With("service", svc.Name)
@@ -55,34 +73,135 @@ func (g *gateListener) Configure(svc *service) error {
 	if g.rc == nil {
 		return nil
 	}
-	if svc.KernelFilter == config.FilterOff {
-		if g.filtered {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	log := g.log.With("service", svc.Name, "listen", g.Addr().String())
+	mode := svc.KernelFilter
+	if mode == config.FilterOff {
+		if g.backend != "" {
 			if err := kfilter.Detach(g.rc); err != nil {
-				g.log.Warn("kernel filter not detached", "service", svc.Name, "listen", g.Addr().String(), "err", err)
+				log.Warn("kernel filter not detached", "err", err)
 			}
-			g.filtered = false
+			g.closeEBPF()
+			g.backend = ""
 		}
 		return nil
 	}
-	err := kfilter.Apply(g.rc, svc.ACL.ACL)
-	g.filtered = err == nil // Apply leaves no filter when it fails
-	switch {
-	case err == nil:
-		g.log.Info("kernel filter attached", "service", svc.Name, "listen", g.Addr().String())
-	case svc.KernelFilter == config.FilterRequired:
-		return fmt.Errorf("kernel_filter required: %w", err)
-	default:
-		g.log.Warn("kernel filter not attached; the gate alone judges", "service", svc.Name,
-			"listen", g.Addr().String(), "err", err)
+	var errE error
+	if mode != config.FilterCBPF {
+		was := g.backend
+		if errE = g.useEBPF(svc.ACL.ACL); errE == nil {
+			st, _ := g.ebpf.Stats()
+			msg := "kernel filter updated"
+			if was != "ebpf" {
+				msg = "kernel filter attached"
+			}
+			log.Info(msg, "backend", "ebpf", "prefixes", st.ACL4+st.ACL6, "map_bytes", st.MapBytes)
+			return nil
+		}
+		if mode == config.FilterEBPF {
+			return fmt.Errorf("kernel_filter ebpf: %w", errE)
+		}
 	}
+	// The classic filter replaces an eBPF one atomically; when it cannot, Apply detaches.
+	errC := kfilter.Apply(g.rc, svc.ACL.ACL)
+	g.closeEBPF()
+	if errC == nil {
+		g.backend = "cbpf"
+		log.Info("kernel filter attached", "backend", "cbpf", "ebpf_err", errE)
+		return nil
+	}
+	g.backend = ""
+	err := errC
+	if errE != nil {
+		err = fmt.Errorf("ebpf: %w; cbpf: %w", errE, errC)
+	}
+	if mode != config.FilterAuto {
+		return fmt.Errorf("kernel_filter %s: %w", mode, err)
+	}
+	log.Warn("kernel filter not attached; the gate alone judges", "err", err)
 	return nil
 }
 
-// filterFits reports whether svc's ACL fits the kernel filter of a socket listening on addr; it
-// lets a reload refuse a config with kernel_filter: required before it changes anything.
+// useEBPF brings the listener's eBPF filter to a, creating and attaching it if there is none.
+// On failure no eBPF filter is left attached. g.mu is held.
+func (g *gateListener) useEBPF(a *acl.ACL) error {
+	if g.ebpf != nil {
+		if err := g.ebpf.Load(a); err != nil {
+			// Half-updated maps: take the filter off, the caller attaches another or none.
+			kfilter.Detach(g.rc)
+			g.closeEBPF()
+			g.backend = ""
+			return err
+		}
+		return nil
+	}
+	f, err := kfilter.NewEBPF()
+	if err == nil {
+		if err = f.Load(a); err == nil {
+			err = f.Attach(g.rc)
+		}
+		if err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		return err
+	}
+	g.ebpf, g.backend = f, "ebpf"
+	return nil
+}
+
+// closeEBPF releases the eBPF filter, keeping its drop counts. g.mu is held.
+func (g *gateListener) closeEBPF() {
+	if g.ebpf == nil {
+		return
+	}
+	if v4, v6, err := g.ebpf.Dropped(); err == nil {
+		g.gone[0] += v4
+		g.gone[1] += v6
+	}
+	g.ebpf.Close()
+	g.ebpf = nil
+}
+
+// filterState is what a listener's kernel filter is and holds, for /config and /metrics.
+type filterState struct {
+	Backend string            // "", "ebpf" or "cbpf"
+	EBPF    kfilter.EBPFStats // with Backend "ebpf"; Dropped4 and Dropped6 always, across filters
+}
+
+func (g *gateListener) filterState() filterState {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := filterState{Backend: g.backend}
+	if g.ebpf != nil {
+		st.EBPF, _ = g.ebpf.Stats()
+	}
+	st.EBPF.Dropped4 += g.gone[0]
+	st.EBPF.Dropped6 += g.gone[1]
+	return st
+}
+
+// ebpfAvailable tells, once a process, whether the eBPF filter can be loaded here.
+var ebpfAvailable = sync.OnceValue(kfilter.EBPFAvailable)
+
+// filterFits reports whether a kernel filter of svc's kernel_filter mode (ebpf, cbpf or required)
+// can hold svc's ACL on a socket listening on addr; it lets a reload refuse a config before it
+// changes anything.
 func filterFits(addr string, svc *service) error {
 	if _, ok := config.UnixPath(addr); ok {
 		return nil
+	}
+	mode := svc.KernelFilter
+	if mode != config.FilterCBPF {
+		err := ebpfAvailable()
+		if err == nil || mode == config.FilterEBPF {
+			if err != nil {
+				return fmt.Errorf("kernel_filter ebpf: %w", err)
+			}
+			return nil
+		}
 	}
 	family := unix.AF_INET6 // ":port" and IPv6 literals: a dual-stack or IPv6 socket
 	if host, _, err := net.SplitHostPort(addr); err == nil {
@@ -91,7 +210,7 @@ func filterFits(addr string, svc *service) error {
 		}
 	}
 	if _, err := kfilter.Compile(svc.ACL.ACL, family); err != nil {
-		return fmt.Errorf("kernel_filter required: %w", err)
+		return fmt.Errorf("kernel_filter %s: %w", mode, err)
 	}
 	return nil
 }

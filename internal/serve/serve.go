@@ -72,6 +72,7 @@ func New(path string, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{path: path, log: log, ports: map[string]*port{}, sems: map[string]chan struct{}{}, lims: map[string]*limit.Limiter{},
 		conns: map[net.Conn]struct{}{}, kids: map[*exec.Cmd]struct{}{}, m: newMetrics()}
+	s.m.reg.MustRegister(kernelCollector{s})
 	if err := s.apply(cfg); err != nil {
 		s.closeAll()
 		return nil, err
@@ -163,7 +164,7 @@ func (s *Server) apply(cfg *config.File) error {
 		}
 	}
 	for addr, svc := range want {
-		if svc.KernelFilter == config.FilterRequired {
+		if svc.KernelFilter != config.FilterOff && svc.KernelFilter != config.FilterAuto {
 			if err := filterFits(addr, svc); err != nil {
 				return filterError(cfg, svc, err)
 			}
