@@ -12,19 +12,32 @@ type Kind string
 // The kinds of lint findings. None of them is an error: the ACL they describe still works, and
 // decides as the package documentation says, but probably not as its author meant.
 const (
-	// Conflict: the same prefix is both allowed and denied; the deny rule wins.
+	// Conflict: the same prefix is both allowed and denied; the deny rule wins, so the allow rule
+	// never decides. It is reported once, on the first allow rule; further allow rules of that
+	// prefix are duplicates of it.
 	Conflict Kind = "conflict"
-	// Duplicate: the same prefix with the same action twice; the first one decides.
+	// Duplicate: the same prefix with the same action twice; the first one decides, and deleting
+	// the duplicate changes no decision.
 	Duplicate Kind = "duplicate"
 	// Redundant: the rule changes nothing, because the rule it sits inside (or the default) already
-	// gives the same action.
+	// gives the same action: deleting it changes no decision. A rule whose prefix is also written
+	// with the other action is never called redundant (the Conflict comes first: deleting the deny
+	// of a conflict would let the allow decide).
 	Redundant Kind = "redundant"
 	// Hidden: more specific rules cover all of the rule, so it never decides an address.
 	Hidden Kind = "hidden"
 	// NotIPv4: an IPv6 rule shorter than /96 that covers the IPv4-mapped range; IPv4 peers are
-	// judged by IPv4 rules only, so it does not apply to them.
+	// judged by IPv4 rules only, so it does not apply to them. Not reported when the ACL has a
+	// 0.0.0.0/0 rule, which decides IPv4 explicitly.
 	NotIPv4 Kind = "not-ipv4"
-	// DeniesAll: default deny with no allow rule and Unix peers denied: every peer is refused.
+	// NotIPv6: a lone "deny 0.0.0.0/0" with default allow and no ::/0 rule: it denies all of IPv4
+	// while IPv6 peers are still allowed by the default.
+	NotIPv6 Kind = "not-ipv6"
+	// LinkLocal: a rule inside fe80::/10. Link-local addresses are only unique on one link and
+	// rules carry no zone, so the rule matches a peer with that address on every interface.
+	LinkLocal Kind = "link-local"
+	// DeniesAll: default deny, Unix peers denied, and no allow rule that decides an address (none
+	// written, or each one hidden or losing a conflict): every peer is refused.
 	DeniesAll Kind = "denies-all"
 )
 
@@ -45,10 +58,18 @@ func (f Finding) String() string {
 		f.Rule.Prefix.String() + ": " + f.Msg
 }
 
-var mapped = netip.MustParseAddr("::ffff:0.0.0.0")
+var (
+	mapped    = netip.MustParseAddr("::ffff:0.0.0.0")
+	all4      = netip.MustParsePrefix("0.0.0.0/0")
+	all6      = netip.MustParsePrefix("::/0")
+	linkLocal = netip.MustParsePrefix("fe80::/10")
+)
 
 // Lint compiles spec and reports rules that change nothing, never decide, or contradict each
 // other, ordered by where they were written. It returns New's error if spec does not compile.
+//
+// Its advice is safe to follow: deleting any rule it calls Redundant, Duplicate or Hidden, or all
+// the Redundant and Duplicate ones at once, changes no decision.
 func Lint(spec Spec) ([]Finding, error) {
 	a, err := New(spec)
 	if err != nil {
@@ -66,27 +87,55 @@ func Lint(spec Spec) ([]Finding, error) {
 	add := func(k Kind, r, other *Rule, msg string) { out = append(out, Finding{k, r, other, msg}) }
 
 	// Rules are sorted so that a prefix precedes those it contains, and equal prefixes are adjacent
-	// with the deciding one first: a stack of enclosing rules gives each rule its parent.
+	// with the deciding one first (deny before allow, then in the order written): a stack of
+	// enclosing rules gives each rule its parent.
 	var stack []*Rule
-	var first *Rule // first rule of the current run of equal prefixes
-	allows := 0
+	var first *Rule      // deciding rule of the current run of equal prefixes
+	var firstAllow *Rule // first allow rule of that run when it conflicts with a deny
+	allows := 0          // allow rules that decide at least one address
+	var all4Rule *Rule
+	have6 := false
+	for i := range a.rules {
+		switch r := &a.rules[i]; r.Prefix {
+		case all4:
+			if all4Rule == nil {
+				all4Rule = r
+			}
+		case all6:
+			have6 = true
+		}
+	}
 	for i := range a.rules {
 		r := &a.rules[i]
-		if r.Action == Allow {
-			allows++
+		if r.Action == Allow && used[i] {
+			allows++ // an allow rule that decides some address
 		}
-		if r.Prefix.Addr().Is6() && r.Prefix.Bits() < 96 && r.Prefix.Contains(mapped) {
+		if r.Prefix.Addr().Is6() && r.Prefix.Bits() < 96 && r.Prefix.Contains(mapped) && all4Rule == nil {
 			add(NotIPv4, r, nil, "IPv4 and IPv4-mapped peers are judged by IPv4 rules only; add 0.0.0.0/0 if they are meant too")
 		}
+		if r.Prefix.Bits() >= linkLocal.Bits() && linkLocal.Contains(r.Prefix.Addr()) {
+			add(LinkLocal, r, nil, "link-local addresses are unique only on one link and rules carry no zone: it matches that address on every interface")
+		}
 		if first != nil && first.Prefix == r.Prefix {
-			if first.Action != r.Action {
-				add(Conflict, r, first, "same prefix is "+verb(first.Action, "allowed", "denied")+" at "+first.Origin.String()+"; deny wins")
-			} else {
+			switch {
+			case r.Action == first.Action:
 				add(Duplicate, r, first, "same rule at "+first.Origin.String())
+			case firstAllow == nil:
+				firstAllow = r
+				add(Conflict, r, first, "same prefix is denied at "+first.Origin.String()+"; deny wins, so this rule never decides")
+			default:
+				add(Duplicate, r, firstAllow, "same rule at "+firstAllow.Origin.String())
 			}
 			continue
 		}
-		first = r
+		first, firstAllow = r, nil
+		conflicted := false // the same prefix is also written with the other action
+		for j := i + 1; j < len(a.rules) && a.rules[j].Prefix == r.Prefix; j++ {
+			if a.rules[j].Action != r.Action {
+				conflicted = true
+				break
+			}
+		}
 		for len(stack) > 0 && !stack[len(stack)-1].Prefix.Contains(r.Prefix.Addr()) {
 			stack = stack[:len(stack)-1]
 		}
@@ -99,13 +148,16 @@ func Lint(spec Spec) ([]Finding, error) {
 		switch {
 		case !used[i]:
 			add(Hidden, r, nil, "more specific rules cover all of it, so it never decides")
-		case inherited == r.Action:
+		case inherited == r.Action && !conflicted:
 			add(Redundant, r, parent, "changes nothing: "+from+" already "+verb(r.Action, "allows", "denies")+" it")
 		}
 		stack = append(stack, r)
 	}
+	if r := all4Rule; r != nil && r.Action == Deny && a.def == Allow && !have6 {
+		add(NotIPv6, r, nil, "it denies all of IPv4, but IPv6 peers are left to default allow; add \"::/0\" to deny them too")
+	}
 	if a.def == Deny && allows == 0 && a.unix == Deny {
-		add(DeniesAll, nil, nil, "default deny with no allow rule: every peer is denied")
+		add(DeniesAll, nil, nil, "default deny and no allow rule that decides any address: every peer is denied")
 	}
 	slices.SortStableFunc(out, func(x, y Finding) int {
 		switch {
