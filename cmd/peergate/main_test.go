@@ -115,6 +115,9 @@ func TestLint(t *testing.T) {
 	twice := writeFile(t, dir, "twice.yaml", "acls:\n  x: {default: deny}\nservices:\n"+
 		"  - {name: strict, acl: x, upstream: \"y:1\", listen: [\"127.0.0.1:7000\"]}\n"+
 		"  - {name: open, acl: x, upstream: \"y:1\", listen: [\":7000\"]}\n")
+	svc := "acls:\n  a: {default: deny, allow: [10.0.0.0/8]}\nservices:\n  - name: web\n    listen: [\"127.0.0.1:1\"]\n    acl: a\n    upstream: 127.0.0.1:2\n"
+	trustsAll := writeFile(t, dir, "trusts-all.yaml", svc+"    trusted_proxies: [10.0.0.1, \"::/0\", 0.0.0.0/1, 128.0.0.0/1]\n")
+	trustsSome := writeFile(t, dir, "trusts-some.yaml", svc+"    trusted_proxies: [10.0.0.1, \"2001:db8::/32\", 0.0.0.0/1]\n")
 	for _, tc := range []struct {
 		name   string
 		file   string
@@ -124,6 +127,9 @@ func TestLint(t *testing.T) {
 	}{
 		{"clean", clean, 0, nil, nil},
 		{"warnings", warn, 1, []string{warn + ":2: duplicate: allow 10.0.0.0/8: same rule at " + warn + ":2", warn + ":3: redundant: deny 192.0.2.0/24: changes nothing: the default already denies it"}, []string{"2 warning(s)"}},
+		{"trusted_proxies covers everything", trustsAll, 1, []string{trustsAll + ":8: service web: trusts-all: trusted_proxies covers all of IPv4 and IPv6: " +
+			"any client there can send a PROXY header and be judged as whatever address it writes in it; list only your proxies"}, []string{"1 warning(s)"}},
+		{"trusted_proxies covers some", trustsSome, 0, nil, nil},
 		{"second document", twoDocs, 2, nil, []string{twoDocs + `:2: syntax error: more than one YAML document`}},
 		{"listen overlap", twice, 2, nil, []string{twice + `:5: ":7000": invalid config: listen address overlaps another: service open: "127.0.0.1:7000" (line 4) of service strict takes it already`}},
 		{"errors", broken, 2, nil, []string{"2 errors", broken + `:2: "10.0.0.1/8": prefix has host bits set (did you mean 10.0.0.0/8?)`, broken + `:3: "typo": unknown key`}},

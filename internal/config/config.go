@@ -100,6 +100,7 @@ type Service struct {
 
 	// PROXY protocol.
 	TrustedProxies     []netip.Prefix // direct peers whose PROXY header is read; none: the feature is off
+	ProxiesLine        int            // where trusted_proxies was written; 0 when it was not
 	ProxyRequired      bool           // proxy_protocol: required: deny peers that are not trusted proxies
 	ProxyHeaderTimeout time.Duration  // how long a trusted proxy has to send its header
 	SendProxy          string         // "", "v1" or "v2": send a PROXY header to the upstream
@@ -319,7 +320,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 				errs.At(path, v.Line, word, fmt.Errorf("%w: kernel_filter must be off, auto, ebpf, cbpf or required", ErrConfig))
 			}
 		case "trusted_proxies":
-			s.TrustedProxies = prefixes(path, v, errs)
+			s.TrustedProxies, s.ProxiesLine = prefixes(path, v, errs), v.Line
 		case "proxy_protocol":
 			proxyLine = v.Line
 			switch word, _ := conf.Scalar(path, v, errs); word {
