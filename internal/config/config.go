@@ -95,7 +95,7 @@ type Service struct {
 	MaxConns       int           // 0: no cap
 	KernelFilter   string        // "off", "auto", "ebpf", "cbpf" or "required": drop denied SYNs in the kernel
 	FilterLine     int           // where kernel_filter was written; 0 when it was not
-	LogRate        int           // denial log lines a second, per listener; 0: no limit
+	LogRate        int           // log lines about single connections a second, per service; 0: no limit
 	KeepAlive      time.Duration // TCP keep-alive idle time on both sides of a connection; 0: off
 
 	// PROXY protocol.

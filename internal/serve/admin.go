@@ -27,7 +27,10 @@ func (s *Server) newAdmin(c *config.Admin) (*admin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	g := gate.NewListener(ln, c.ACL.ACL, gate.Options{Logger: s.log.With("service", "admin")})
+	// The admin listener has no log_rate of its own: its denials go out at the default rate.
+	lim := &logLimit{}
+	lim.setRate(config.DefaultLogRate)
+	g := gate.NewListener(ln, c.ACL.ACL, gate.Options{Logger: limitedLog(s.log, lim, "admin")})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", s.healthz)

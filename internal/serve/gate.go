@@ -24,9 +24,8 @@ type gated interface {
 
 type gateListener struct {
 	*gate.Listener
-	log   *slog.Logger
-	limit *logLimit       // for the gate's lines (denials), kept across reloads
-	rc    syscall.RawConn // the TCP listening socket, for the kernel filter; nil for Unix sockets
+	log *slog.Logger
+	rc  syscall.RawConn // the TCP listening socket, for the kernel filter; nil for Unix sockets
 
 	mu      sync.Mutex    // guards what follows, read by /metrics and /config
 	backend string        // the kernel filter attached: "", "ebpf" or "cbpf"
@@ -37,7 +36,7 @@ type gateListener struct {
 // newGate wraps ln in a gate configured for svc. It fails only when svc requires a kernel filter
 // that cannot be attached.
 func newGate(ln net.Listener, svc *service, log *slog.Logger) (gated, error) {
-	g := &gateListener{Listener: gate.NewListener(ln, nil, gate.Options{}), log: log, limit: &logLimit{}}
+	g := &gateListener{Listener: gate.NewListener(ln, nil, gate.Options{}), log: log}
 	if tl, ok := ln.(*net.TCPListener); ok {
 		g.rc, _ = tl.SyscallConn()
 	}
@@ -59,9 +58,7 @@ func (g *gateListener) Close() error {
 // from now on. It returns an error only when svc requires a kernel filter (kernel_filter: ebpf,
 // cbpf or required) and none could be attached; the gate then still judges every connection.
 func (g *gateListener) Configure(svc *service) error {
-	g.limit.setRate(svc.LogRate)
-	logger := slog.New(limitHandler{g.log.Handler(), g.limit}).With("service", svc.Name)
-	opts := gate.Options{Reset: svc.Reset, DryRun: svc.DryRun, Logger: logger, OnDecision: svc.m.decided}
+	opts := gate.Options{Reset: svc.Reset, DryRun: svc.DryRun, Logger: svc.log, OnDecision: svc.m.decided}
 	if len(svc.TrustedProxies) > 0 {
 		opts.Proxy = &gate.ProxyOptions{Trusted: svc.TrustedProxies, Required: svc.ProxyRequired, Timeout: svc.ProxyHeaderTimeout}
 	}

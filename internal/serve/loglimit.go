@@ -44,6 +44,11 @@ func (l *logLimit) take(now time.Time) (ok bool, dropped uint64) {
 	return true, dropped
 }
 
+// limitedLog returns a logger that writes to log's handler as l allows, with the service's name.
+func limitedLog(log *slog.Logger, l *logLimit, service string) *slog.Logger {
+	return slog.New(limitHandler{log.Handler(), l}).With("service", service)
+}
+
 // limitHandler passes records to h as its logLimit allows and drops the rest; the next record it
 // passes is preceded by a line that says how many were dropped.
 type limitHandler struct {

@@ -35,6 +35,7 @@ type Server struct {
 	ports     map[string]*port          // by listen address, kept across reloads
 	sems      map[string]chan struct{}  // max_conns slots, by service name
 	lims      map[string]*limit.Limiter // per-source limits, by service name
+	logLims   map[string]*logLimit      // log_rate limiters, by service name
 	conns     map[net.Conn]struct{}
 	kids      map[*exec.Cmd]struct{}
 	files     []string // what Watch polls: the config and the files its rules came from
@@ -58,6 +59,7 @@ type service struct {
 	*config.Service
 	sem chan struct{}  // nil: no cap
 	lim *limit.Limiter // nil: no per-source limits
+	log *slog.Logger   // for lines about one connection: under log_rate, with the service's name
 	m   *svcMetrics
 }
 
@@ -70,7 +72,7 @@ func New(path string, log *slog.Logger) (*Server, error) {
 	if len(cfg.Services) == 0 {
 		return nil, fmt.Errorf("%s: %w: no services to serve", path, config.ErrConfig)
 	}
-	s := &Server{path: path, log: log, ports: map[string]*port{}, sems: map[string]chan struct{}{}, lims: map[string]*limit.Limiter{},
+	s := &Server{path: path, log: log, ports: map[string]*port{}, sems: map[string]chan struct{}{}, lims: map[string]*limit.Limiter{}, logLims: map[string]*logLimit{},
 		conns: map[net.Conn]struct{}{}, kids: map[*exec.Cmd]struct{}{}, m: newMetrics()}
 	s.m.reg.MustRegister(kernelCollector{s})
 	if err := s.apply(cfg); err != nil {
@@ -149,6 +151,7 @@ func (s *Server) apply(cfg *config.File) error {
 	want := map[string]*service{}
 	sems := map[string]chan struct{}{}
 	lims := map[string]*limit.Limiter{}
+	logLims := map[string]*logLimit{}
 	for _, c := range cfg.Services {
 		sem := s.sems[c.Name]
 		if c.MaxConns == 0 {
@@ -158,7 +161,13 @@ func (s *Server) apply(cfg *config.File) error {
 		}
 		sems[c.Name] = sem
 		lims[c.Name] = limiter(s.lims[c.Name], c)
-		svc := &service{c, sem, lims[c.Name], s.m.service(c.Name)}
+		ll := s.logLims[c.Name] // kept across reloads: a reload does not refill the bucket
+		if ll == nil {
+			ll = &logLimit{}
+			ll.setRate(c.LogRate)
+		}
+		logLims[c.Name] = ll // an existing one gets its new rate below, once nothing can fail
+		svc := &service{c, sem, lims[c.Name], limitedLog(s.log, ll, c.Name), s.m.service(c.Name)}
 		for _, a := range c.Listen {
 			want[a] = svc
 		}
@@ -214,7 +223,10 @@ func (s *Server) apply(cfg *config.File) error {
 			s.startAccepting(p)
 		}
 	}
-	s.cfg, s.sems, s.lims, s.files, s.loaded = cfg, sems, lims, sourceFiles(cfg), time.Now()
+	for _, c := range cfg.Services {
+		logLims[c.Name].setRate(c.LogRate)
+	}
+	s.cfg, s.sems, s.lims, s.logLims, s.files, s.loaded = cfg, sems, lims, logLims, sourceFiles(cfg), time.Now()
 	s.m.loaded(cfg)
 	return nil
 }
@@ -358,13 +370,13 @@ func (s *Server) proxy(c, raw net.Conn, early []byte, svc *service) {
 	up, err := dialUpstream(context.Background(), svc.Service)
 	if err != nil {
 		svc.m.upFail.Inc()
-		s.log.Error("upstream connect failed", "service", svc.Name, "peer", c.RemoteAddr().String(), "upstream", svc.Upstream, "err", err)
+		svc.log.Error("upstream connect failed", "peer", c.RemoteAddr().String(), "upstream", svc.Upstream, "err", err)
 		c.Close()
 		return
 	}
 	svc.m.upLatency.Observe(time.Since(t0).Seconds())
 	if err := sendPreamble(up, svc, c, early); err != nil {
-		s.log.Error("upstream write failed", "service", svc.Name, "peer", c.RemoteAddr().String(), "upstream", svc.Upstream, "err", err)
+		svc.log.Error("upstream write failed", "peer", c.RemoteAddr().String(), "upstream", svc.Upstream, "err", err)
 		up.Close()
 		c.Close()
 		return
@@ -376,8 +388,8 @@ func (s *Server) proxy(c, raw net.Conn, early []byte, svc *service) {
 	if why != endDone {
 		svc.m.aborts[why].Inc()
 	}
-	if s.log.Enabled(context.Background(), slog.LevelDebug) { // RemoteAddr().String() allocates
-		s.log.Debug("proxied", "service", svc.Name, "peer", c.RemoteAddr().String(), "in", in, "out", out, "end", abortReasons[why])
+	if svc.log.Enabled(context.Background(), slog.LevelDebug) { // RemoteAddr().String() allocates
+		svc.log.Debug("proxied", "peer", c.RemoteAddr().String(), "in", in, "out", out, "end", abortReasons[why])
 	}
 }
 
@@ -385,7 +397,7 @@ func (s *Server) spawn(c net.Conn, svc *service) {
 	cmd, err := spawn(c, svc.Exec)
 	c.Close() // the child has its own copy
 	if err != nil {
-		s.log.Error("spawn failed", "service", svc.Name, "peer", c.RemoteAddr().String(), "err", err)
+		svc.log.Error("spawn failed", "peer", c.RemoteAddr().String(), "err", err)
 		return
 	}
 	s.mu.Lock()
@@ -396,7 +408,7 @@ func (s *Server) spawn(c net.Conn, svc *service) {
 	delete(s.kids, cmd)
 	s.mu.Unlock()
 	if err != nil {
-		s.log.Warn("handler exited", "service", svc.Name, "peer", c.RemoteAddr().String(), "pid", cmd.Process.Pid, "err", err)
+		svc.log.Warn("handler exited", "peer", c.RemoteAddr().String(), "pid", cmd.Process.Pid, "err", err)
 	}
 }
 
