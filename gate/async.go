@@ -109,6 +109,14 @@ func (l *Listener) pump() {
 		switch {
 		case !ok: // nothing to wait for: judge here and save a goroutine's hand-off
 			l.judgeAndDeliver(c, nil, nil)
+			if err := unreachable(c); err != nil {
+				select { // as a passing error: this connection is closed, the next may do
+				case a.errs <- err:
+				case <-l.closed:
+					a.err = err
+					return
+				}
+			}
 		case a.startRead(proxy) || yieldAndRetry(a, proxy):
 			go func() {
 				l.judgeAndDeliver(c, func() { a.endRead(proxy) }, nil)

@@ -2,10 +2,14 @@ package gate
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // Conn is what Accept returns when the accepted connection alone cannot carry everything: the
@@ -73,6 +77,89 @@ func (c *Conn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
+}
+
+// The methods below pass through to the accepted connection (a *net.TCPConn, say), so that the
+// type assertions programs make on a connection (io.ReaderFrom for sendfile, syscall.Conn, keep-
+// alive and Nagle setters) work on a *Conn as on the connection beneath. Where the accepted
+// connection has no such method they fail with an error wrapping errors.ErrUnsupported.
+
+// ReadFrom writes what r holds to the connection, with the accepted connection's ReadFrom where it
+// has one: http.ServeFile's body then goes out by sendfile(2), and io.Copy from a TCP connection
+// by splice(2).
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{c.Conn}, r)
+}
+
+// writerOnly hides every method of a writer but Write, so that io.Copy does not come back to
+// ReadFrom.
+type writerOnly struct{ io.Writer }
+
+// SyscallConn returns the raw connection of the accepted connection. Reading from its descriptor
+// skips the bytes that followed the PROXY header (see Detach).
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, unsupported(c.Conn, "SyscallConn")
+}
+
+// CloseRead shuts down the reading side, when the accepted connection can.
+func (c *Conn) CloseRead() error {
+	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		return cr.CloseRead()
+	}
+	return unsupported(c.Conn, "CloseRead")
+}
+
+// SetKeepAlive turns TCP keep-alive on or off, as net.TCPConn.SetKeepAlive.
+func (c *Conn) SetKeepAlive(on bool) error {
+	if k, ok := c.Conn.(interface{ SetKeepAlive(bool) error }); ok {
+		return k.SetKeepAlive(on)
+	}
+	return unsupported(c.Conn, "SetKeepAlive")
+}
+
+// SetKeepAlivePeriod sets the keep-alive idle time and interval, as
+// net.TCPConn.SetKeepAlivePeriod.
+func (c *Conn) SetKeepAlivePeriod(d time.Duration) error {
+	if k, ok := c.Conn.(interface{ SetKeepAlivePeriod(time.Duration) error }); ok {
+		return k.SetKeepAlivePeriod(d)
+	}
+	return unsupported(c.Conn, "SetKeepAlivePeriod")
+}
+
+// SetKeepAliveConfig configures keep-alive, as net.TCPConn.SetKeepAliveConfig.
+func (c *Conn) SetKeepAliveConfig(cfg net.KeepAliveConfig) error {
+	if k, ok := c.Conn.(interface {
+		SetKeepAliveConfig(net.KeepAliveConfig) error
+	}); ok {
+		return k.SetKeepAliveConfig(cfg)
+	}
+	return unsupported(c.Conn, "SetKeepAliveConfig")
+}
+
+// SetNoDelay turns Nagle's algorithm off (true) or on, as net.TCPConn.SetNoDelay.
+func (c *Conn) SetNoDelay(noDelay bool) error {
+	if n, ok := c.Conn.(interface{ SetNoDelay(bool) error }); ok {
+		return n.SetNoDelay(noDelay)
+	}
+	return unsupported(c.Conn, "SetNoDelay")
+}
+
+// SetLinger sets SO_LINGER, as net.TCPConn.SetLinger (0: Close resets the connection).
+func (c *Conn) SetLinger(sec int) error {
+	if l, ok := c.Conn.(interface{ SetLinger(int) error }); ok {
+		return l.SetLinger(sec)
+	}
+	return unsupported(c.Conn, "SetLinger")
+}
+
+func unsupported(c net.Conn, method string) error {
+	return fmt.Errorf("gate.Conn.%s: %w by %T", method, errors.ErrUnsupported, c)
 }
 
 // NetConn returns the accepted connection, as tls.Conn does; PeerOf judges it by that.

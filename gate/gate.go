@@ -13,6 +13,8 @@ package gate
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -21,6 +23,14 @@ import (
 
 	"github.com/peergate/peergate/acl"
 )
+
+// ErrWrappedListener is what Accept returns when the inner listener's connections lead to no
+// socket: they are not a syscall.Conn and have no NetConn method leading to one, as those of
+// netutil.LimitListener and proxyproto.Listener. No peer could ever be judged, so rather than
+// deny every connection while Accept seems to wait, Accept closes each such connection and
+// returns this error. The gate must wrap the listener net.Listen returns; other listeners go
+// around the gate.
+var ErrWrappedListener = errors.New("the gate cannot reach the sockets of the listener it wraps: make it wrap the raw listener, and wrap the gate with other listeners")
 
 // Options set how a Listener denies and reports. The zero value closes denied connections with a
 // FIN, logs nothing and calls no hook.
@@ -133,6 +143,10 @@ func (l *Listener) Close() error {
 // Two cases return a *Conn around the accepted connection instead: one whose PROXY header was
 // read (Options.Proxy), and one holding a per-source slot that its Close gives back
 // (Options.Limiter with a concurrency cap).
+//
+// A connection of the inner listener that is not a syscall.Conn is judged by what its NetConn
+// method returns, as a *tls.Conn is. One that has neither is closed and Accept returns
+// ErrWrappedListener: the gate must wrap the raw listener.
 func (l *Listener) Accept() (net.Conn, error) {
 	if l.async.started.Load() || l.opts.Load().Proxy != nil {
 		return l.acceptAsync()
@@ -145,7 +159,18 @@ func (l *Listener) Accept() (net.Conn, error) {
 		if out, ok := l.judge(c, nil); ok {
 			return out, nil
 		}
+		if err := unreachable(c); err != nil {
+			return nil, err
+		}
 	}
+}
+
+// unreachable returns an error wrapping ErrWrappedListener when c leads to no socket.
+func unreachable(c net.Conn) error {
+	if _, ok := socketOf(c); ok {
+		return nil
+	}
+	return fmt.Errorf("gate: %w (it returned a %T)", ErrWrappedListener, c)
 }
 
 // judge decides c, counts and reports the decision, and closes c unless it is to be handed on.

@@ -63,16 +63,27 @@ func PeerFromFD(fd int) (Peer, error) {
 // RemoteAddr: it is what the kernel holds. A *tls.Conn, or any conn with a NetConn method, is
 // judged by the connection it wraps.
 func PeerOf(c net.Conn) (Peer, error) {
-	for {
+	sc, ok := socketOf(c)
+	if !ok {
+		return Peer{}, fmt.Errorf("%w: %T", ErrNoFD, c)
+	}
+	return peerOfConn(sc)
+}
+
+// socketOf returns c, or the connection its NetConn methods lead to, as a syscall.Conn; false
+// when neither c nor any of those is one.
+func socketOf(c net.Conn) (syscall.Conn, bool) {
+	for c != nil {
 		if sc, ok := c.(syscall.Conn); ok {
-			return peerOfConn(sc)
+			return sc, true
 		}
 		nc, ok := c.(interface{ NetConn() net.Conn })
 		if !ok {
-			return Peer{}, fmt.Errorf("%w: %T", ErrNoFD, c)
+			return nil, false
 		}
 		c = nc.NetConn()
 	}
+	return nil, false
 }
 
 // peerReader holds what one getpeername call needs, so that a pooled one makes the call without
