@@ -3,10 +3,10 @@ package kfilter
 import (
 	"fmt"
 	"slices"
+	"syscall"
 
 	"github.com/peergate/peergate/acl"
 	"golang.org/x/net/bpf"
-	"golang.org/x/sys/unix"
 )
 
 // MaxInstructions is the longest classic BPF program the kernel takes (BPF_MAXINSNS).
@@ -24,7 +24,7 @@ const (
 )
 
 // Compile translates a into a classic BPF program for a TCP listening socket of the given family,
-// unix.AF_INET or unix.AF_INET6, ready for Attach. The program reads the source address of each
+// syscall.AF_INET or syscall.AF_INET6 (unix.AF_INET, unix.AF_INET6 on Linux), ready for Attach. The program reads the source address of each
 // packet from its IP header and returns the ACL's decision for it: it keeps the packets of allowed
 // peers and drops those of denied peers. For AF_INET6 it handles both IPv6 packets and the IPv4
 // packets a dual-stack socket receives, and judges an IPv4-mapped IPv6 source as IPv4, as
@@ -45,10 +45,10 @@ func compile(a *acl.ACL, family int, base uint32) ([]bpf.RawInstruction, error) 
 	if a == nil {
 		return nil, ErrNoACL
 	}
-	if family != unix.AF_INET && family != unix.AF_INET6 {
+	if family != syscall.AF_INET && family != syscall.AF_INET6 {
 		return nil, fmt.Errorf("%w: %d", ErrFamily, family)
 	}
-	v4, v6, err := spans(a, family == unix.AF_INET6)
+	v4, v6, err := spans(a, family == syscall.AF_INET6)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +61,7 @@ func compile(a *acl.ACL, family int, base uint32) ([]bpf.RawInstruction, error) 
 	v4Search := len(g.rev) - 1
 	v4Load := g.emit(bpf.LoadAbsolute{Off: base + v4Src, Size: 4})
 	isV4 := g.cond(bpf.JumpEqual, 4, target{at: v4Load}, target{ret: true, act: acl.Allow})
-	if family == unix.AF_INET6 {
+	if family == syscall.AF_INET6 {
 		g.v4Search = v4Search
 		v6Root := build(v6, 0, 4)
 		g.fallInto(g.search(v6Root, v6Src))
