@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"github.com/peergate/peergate/gate"
@@ -33,7 +35,7 @@ func cmdWrap(args []string, stdout, stderr io.Writer) int {
 	if !f.parse(args) {
 		return f.exit
 	}
-	log, err := wrapLogger(f, *logTo, stderr)
+	log, err := wrapLogger(f, *logTo, stderr, dialSyslog)
 	if err != nil {
 		return fail(stderr, "wrap", err)
 	}
@@ -72,7 +74,7 @@ func cmdWrap(args []string, stdout, stderr io.Writer) int {
 		rule, origin = d.Rule.Prefix.String(), d.Rule.Origin.String()
 	}
 	if !d.Allowed() {
-		log.Info("peer denied", "peer", peer.String(), "rule", rule, "origin", origin, "program", f.Arg(0))
+		log.Warn("peer denied", "peer", peer.String(), "rule", rule, "origin", origin, "program", f.Arg(0))
 		if *reset {
 			unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 		}
@@ -136,26 +138,86 @@ func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
 }
 
 // wrapLogger picks where wrap logs. Under inetd, stderr is the client's socket: writing logs
-// there would send them to the client, so "auto" uses syslog then, as tcpd does.
-func wrapLogger(f *flags, to string, stderr io.Writer) (*slog.Logger, error) {
+// there would send them to the client, so "auto" uses syslog then, as tcpd does. Where syslog
+// cannot be reached, wrap logs to stderr after a line that says so, unless stderr is the client's
+// socket: then it stays silent.
+func wrapLogger(f *flags, to string, stderr io.Writer, dial func() (*syslog.Writer, error)) (*slog.Logger, error) {
+	var st unix.Stat_t
+	stderrSocket := unix.Fstat(2, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK
 	switch to {
 	case "auto":
-		var st unix.Stat_t
-		if err := unix.Fstat(2, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+		to = "stderr"
+		if stderrSocket {
 			to = "syslog"
-		} else {
-			to = "stderr"
 		}
 	case "stderr", "syslog":
 	default:
 		return nil, fmt.Errorf("-log must be auto, stderr or syslog, not %q", to)
 	}
 	if to == "syslog" {
-		w, err := syslog.New(syslog.LOG_INFO|syslog.LOG_AUTH, "peergate")
-		if err != nil {
-			return slog.New(slog.NewTextHandler(io.Discard, nil)), nil // no syslog: stay silent rather than talk to the client
+		w, err := dial()
+		if err == nil {
+			return syslogLogger(f, w), nil
 		}
-		stderr = w
+		if stderrSocket {
+			return slog.New(slog.DiscardHandler), nil // no syslog: stay silent rather than talk to the client
+		}
+		fmt.Fprintf(stderr, "peergate wrap: syslog unavailable (%v); logging to stderr\n", err)
 	}
 	return f.logger(stderr), nil
+}
+
+// dialSyslog connects to the local syslog daemon, facility auth.
+func dialSyslog() (*syslog.Writer, error) {
+	return syslog.New(syslog.LOG_INFO|syslog.LOG_AUTH, "peergate")
+}
+
+// syslogLogger logs to w at the severities tcpd uses: refusals (and peers not judged) at warning,
+// errors at err, the rest at info.
+func syslogLogger(f *flags, w *syslog.Writer) *slog.Logger {
+	sw := &severityWriter{w: w}
+	return slog.New(severityHandler{f.logger(sw).Handler(), sw})
+}
+
+// severityWriter writes each line to syslog at the severity of the record being written.
+type severityWriter struct {
+	mu    sync.Mutex // held by severityHandler.Handle around the write
+	w     *syslog.Writer
+	level slog.Level
+}
+
+func (sw *severityWriter) Write(b []byte) (int, error) {
+	var err error
+	switch m := string(b); {
+	case sw.level >= slog.LevelError:
+		err = sw.w.Err(m)
+	case sw.level >= slog.LevelWarn:
+		err = sw.w.Warning(m)
+	case sw.level >= slog.LevelInfo:
+		err = sw.w.Info(m)
+	default:
+		err = sw.w.Debug(m)
+	}
+	return len(b), err
+}
+
+// severityHandler tells its severityWriter the level of each record it formats.
+type severityHandler struct {
+	slog.Handler
+	sw *severityWriter
+}
+
+func (h severityHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.sw.mu.Lock()
+	defer h.sw.mu.Unlock()
+	h.sw.level = r.Level
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h severityHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return severityHandler{h.Handler.WithAttrs(as), h.sw}
+}
+
+func (h severityHandler) WithGroup(name string) slog.Handler {
+	return severityHandler{h.Handler.WithGroup(name), h.sw}
 }

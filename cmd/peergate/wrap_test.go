@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"log/syslog"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -115,5 +118,64 @@ func TestWrapUsage(t *testing.T) {
 	}
 	if _, errOut, status := runBin(t, "wrap", "-config", cfg, "-log", "file", "--", "x"); status != 2 || !strings.Contains(errOut, "-log must be") {
 		t.Errorf("exit %d, %q", status, errOut)
+	}
+}
+
+// TestWrapSyslogSeverity: wrap logs to syslog at tcpd's severities (refusals at warning, errors
+// at err, the rest at info), facility auth. Before, every line went out at auth.info.
+func TestWrapSyslogSeverity(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	w, err := syslog.Dial("unixgram", path, syslog.LOG_INFO|syslog.LOG_AUTH, "peergate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	log := syslogLogger(newFlags("wrap", io.Discard), w)
+	for _, tc := range []struct {
+		log  func(msg string, args ...any)
+		msg  string
+		want syslog.Priority
+	}{
+		{log.Info, "peer allowed", syslog.LOG_INFO},
+		{log.Warn, "peer denied", syslog.LOG_WARNING},
+		{log.Error, "wrap: cannot run program; connection closed", syslog.LOG_ERR},
+		{log.Debug, "not enabled", -1},
+		{log.Warn, "peer not judged; connection closed", syslog.LOG_WARNING},
+	} {
+		tc.log(tc.msg, "peer", "127.0.0.2:1234")
+		if tc.want < 0 {
+			continue
+		}
+		ln.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 4096)
+		n, err := ln.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := string(buf[:n])
+		want := fmt.Sprintf("<%d>", syslog.LOG_AUTH|tc.want)
+		if !strings.HasPrefix(line, want) || !strings.Contains(line, tc.msg) {
+			t.Errorf("%q went out as %q; want priority %s (auth.%d)", tc.msg, line, want, tc.want)
+		}
+	}
+}
+
+// TestWrapNoSyslog: with -log syslog and no syslog to be reached, wrap says so on stderr (which
+// is not the client's socket here) and logs there. Before, it stayed silent.
+func TestWrapNoSyslog(t *testing.T) {
+	if _, err := os.Stat("/dev/log"); err == nil {
+		t.Skip("this machine has a syslog socket")
+	}
+	status, log, got := runWrap(t, "inetd", "127.0.0.2", "-log", "syslog")
+	if status != 1 || got != "" {
+		t.Errorf("exit %d, client read %q", status, got)
+	}
+	if !strings.Contains(log, "syslog unavailable") || !strings.Contains(log, `level=WARN msg="peer denied"`) {
+		t.Errorf("stderr %q; want a line that syslog is unavailable, then the denial at WARN", log)
 	}
 }
