@@ -19,7 +19,7 @@ import (
 type asyncAccept struct {
 	once    sync.Once
 	started atomic.Bool
-	ready   chan net.Conn
+	ready   chan judged
 	errs    chan error    // passing errors of the inner Accept
 	done    chan struct{} // closed when the accepting goroutine has stopped; err says why
 	err     error
@@ -55,10 +55,16 @@ func (a *asyncAccept) endRead(proxy netip.Addr) {
 	}
 }
 
-func (l *Listener) acceptAsync() (net.Conn, error) {
+// judged is a connection handed on, with the Tag of the policy that judged it.
+type judged struct {
+	conn net.Conn
+	tag  any
+}
+
+func (l *Listener) acceptAsync() (net.Conn, any, error) {
 	a := &l.async
 	a.once.Do(func() {
-		a.ready = make(chan net.Conn)
+		a.ready = make(chan judged)
 		a.errs = make(chan error)
 		a.done = make(chan struct{})
 		a.pending = make(chan struct{}, MaxPending)
@@ -66,12 +72,12 @@ func (l *Listener) acceptAsync() (net.Conn, error) {
 		go l.pump()
 	})
 	select {
-	case c := <-a.ready:
-		return c, nil
+	case j := <-a.ready:
+		return j.conn, j.tag, nil
 	case err := <-a.errs:
-		return nil, err
+		return nil, nil, err
 	case <-a.done:
-		return nil, a.err
+		return nil, nil, a.err
 	}
 }
 
@@ -140,7 +146,7 @@ func yieldAndRetry(a *asyncAccept, proxy netip.Addr) bool {
 func (l *Listener) judgeAndDeliver(c net.Conn, read func(), refuse error) {
 	a := &l.async
 	defer func() { <-a.pending }()
-	out, ok := l.judge(c, refuse)
+	out, tag, ok := l.judge(c, refuse)
 	if read != nil {
 		read()
 	}
@@ -148,7 +154,7 @@ func (l *Listener) judgeAndDeliver(c net.Conn, read func(), refuse error) {
 		return
 	}
 	select {
-	case a.ready <- out:
+	case a.ready <- judged{out, tag}:
 	case <-l.closed:
 		out.Close()
 	}
@@ -157,7 +163,7 @@ func (l *Listener) judgeAndDeliver(c net.Conn, read func(), refuse error) {
 // readsHeader reports whether judging c will read a PROXY header (its peer is a trusted proxy),
 // and from which proxy address.
 func (l *Listener) readsHeader(c net.Conn) (netip.Addr, bool) {
-	po := l.opts.Load().Proxy
+	po := l.policy.Load().opts.Proxy
 	if po == nil {
 		return netip.Addr{}, false
 	}

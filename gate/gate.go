@@ -58,6 +58,10 @@ type Options struct {
 	// even when the ACL allows it (DryRun hands it on, as it does ACL denials). Unix-domain peers
 	// have no address and are not asked about. package gate/bans has one.
 	Bans Bans
+	// Tag is an opaque value that AcceptTag returns with each connection judged under these
+	// Options (and the ACL set with them), so a caller that changes what it does with a
+	// connection along with the policy (a daemon's reload) acts on the policy that admitted it.
+	Tag any
 }
 
 // Limiter caps connections per source address. Admit is called for each connection that would be
@@ -93,8 +97,7 @@ type Stats struct {
 // methods are safe for concurrent use.
 type Listener struct {
 	net.Listener
-	acl     atomic.Pointer[acl.ACL]
-	opts    atomic.Pointer[Options]
+	policy  atomic.Pointer[policy]
 	allowed atomic.Uint64
 	denied  atomic.Uint64
 	errors  atomic.Uint64
@@ -106,24 +109,51 @@ type Listener struct {
 	async     asyncAccept // the accept path with Proxy set
 }
 
+// policy is what a connection is judged by: one value, swapped whole, so a connection is never
+// judged by one policy's ACL and another's options, nor handed on with a third's Tag.
+type policy struct {
+	acl  *acl.ACL
+	opts Options
+}
+
 // NewListener returns a Listener that guards inner with a. A nil ACL denies every connection until
 // SetACL gives one.
 func NewListener(inner net.Listener, a *acl.ACL, opts Options) *Listener {
 	l := &Listener{Listener: inner, closed: make(chan struct{})}
-	l.acl.Store(a)
-	l.opts.Store(&opts)
+	l.policy.Store(&policy{a, opts})
 	return l
 }
 
-// SetACL makes a the ACL for every connection accepted from now on. Connections already returned
-// are not affected.
-func (l *Listener) SetACL(a *acl.ACL) { l.acl.Store(a) }
+// SetPolicy makes a and o the ACL and options for every connection judged from now on, together:
+// no connection is judged by one and not the other. Connections already returned are not affected.
+func (l *Listener) SetPolicy(a *acl.ACL, o Options) { l.policy.Store(&policy{a, o}) }
+
+// SetACL makes a the ACL for every connection judged from now on, with the options as they are.
+// Connections already returned are not affected.
+func (l *Listener) SetACL(a *acl.ACL) {
+	l.update(func(p *policy) { p.acl = a })
+}
 
 // ACL returns the current ACL.
-func (l *Listener) ACL() *acl.ACL { return l.acl.Load() }
+func (l *Listener) ACL() *acl.ACL { return l.policy.Load().acl }
 
-// SetOptions replaces the options for every connection accepted from now on.
-func (l *Listener) SetOptions(o Options) { l.opts.Store(&o) }
+// SetOptions replaces the options for every connection judged from now on, with the ACL as it is.
+func (l *Listener) SetOptions(o Options) {
+	l.update(func(p *policy) { p.opts = o })
+}
+
+// update swaps in a copy of the current policy changed by set, retrying if another change came
+// between (so concurrent SetACL and SetOptions both take effect).
+func (l *Listener) update(set func(*policy)) {
+	for {
+		old := l.policy.Load()
+		p := *old
+		set(&p)
+		if l.policy.CompareAndSwap(old, &p) {
+			return
+		}
+	}
+}
 
 // Stats returns the counters.
 func (l *Listener) Stats() Stats {
@@ -148,19 +178,27 @@ func (l *Listener) Close() error {
 // method returns, as a *tls.Conn is. One that has neither is closed and Accept returns
 // ErrWrappedListener: the gate must wrap the raw listener.
 func (l *Listener) Accept() (net.Conn, error) {
-	if l.async.started.Load() || l.opts.Load().Proxy != nil {
+	c, _, err := l.AcceptTag()
+	return c, err
+}
+
+// AcceptTag is Accept that also returns the Tag of the Options that the connection was judged
+// under: set with SetPolicy (or SetOptions) along with the ACL, it tells which policy admitted
+// the connection even when the policy changed while Accept waited or judged.
+func (l *Listener) AcceptTag() (net.Conn, any, error) {
+	if l.async.started.Load() || l.policy.Load().opts.Proxy != nil {
 		return l.acceptAsync()
 	}
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if out, ok := l.judge(c, nil); ok {
-			return out, nil
+		if out, tag, ok := l.judge(c, nil); ok {
+			return out, tag, nil
 		}
 		if err := unreachable(c); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 }
@@ -174,21 +212,22 @@ func unreachable(c net.Conn) error {
 }
 
 // judge decides c, counts and reports the decision, and closes c unless it is to be handed on.
-// It returns the connection to hand on: c, or a *Conn around it. A non-nil refuse denies c with
-// that error once its direct peer is known, reading nothing.
-func (l *Listener) judge(c net.Conn, refuse error) (net.Conn, bool) {
-	opts := l.opts.Load()
+// It returns the connection to hand on (c, or a *Conn around it) and the Tag of the policy that
+// decided it. A non-nil refuse denies c with that error once its direct peer is known, reading
+// nothing.
+func (l *Listener) judge(c net.Conn, refuse error) (net.Conn, any, bool) {
+	p := l.policy.Load()
 	ev := Event{Conn: c}
 	ev.Peer, ev.Err = PeerOf(c)
 	ev.Direct = ev.Peer
 	var wrapped *Conn
 	if ev.Err == nil && refuse != nil {
 		ev.Err = refuse
-	} else if ev.Err == nil && opts.Proxy != nil {
-		wrapped, ev.Err = opts.Proxy.read(c, &ev)
-		opts = l.opts.Load() // the read may have taken seconds: judge by the policy of now
+	} else if ev.Err == nil && p.opts.Proxy != nil {
+		wrapped, ev.Err = p.opts.Proxy.read(c, &ev)
+		p = l.policy.Load() // the read may have taken seconds: judge by the policy of now
 	}
-	a := l.acl.Load()
+	a, opts := p.acl, &p.opts
 	if ev.Err == nil && a == nil {
 		ev.Err = ErrNoACL
 	}
@@ -237,12 +276,12 @@ func (l *Listener) judge(c net.Conn, refuse error) (net.Conn, bool) {
 	}
 	if !ev.HandedOn {
 		deny(c, opts.Reset)
-		return nil, false
+		return nil, nil, false
 	}
 	if wrapped != nil {
-		return wrapped, true
+		return wrapped, opts.Tag, true
 	}
-	return c, true
+	return c, opts.Tag, true
 }
 
 func (l *Listener) log(log *slog.Logger, ev *Event) {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,5 +102,101 @@ func TestListenOverlapServe(t *testing.T) {
 	}
 	if !echoes(t, "127.0.0.1", strict) || !echoes(t, "127.0.0.2", open) {
 		t.Error("services lost after a refused reload")
+	}
+}
+
+// namedUpstream runs an upstream that writes its name to each client and closes.
+func namedUpstream(t *testing.T, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, name)
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// hookListener runs the armed hook, once, after its inner Accept returned a connection and before
+// the gate judges it: the moment between the accept loop choosing a service and the gate judging.
+type hookListener struct {
+	net.Listener
+	armed *atomic.Pointer[func()]
+}
+
+func (h hookListener) Accept() (net.Conn, error) {
+	c, err := h.Listener.Accept()
+	if f := h.armed.Swap(nil); err == nil && f != nil {
+		(*f)()
+	}
+	return c, err
+}
+
+// TestReloadDispatch: a connection goes to the handler of the config whose ACL admitted it. A
+// reload lands after the accept loop has gone into Accept and before the gate judges; the
+// connection, judged by the new ACL, must reach the new upstream. (It reached the old one: the
+// loop chose its service before blocking in Accept, so a reload that widened the ACL let new
+// peers into the old, more sensitive, handler.)
+func TestReloadDispatch(t *testing.T) {
+	var armed atomic.Pointer[func()]
+	wrapListener = func(ln net.Listener) net.Listener { return hookListener{ln, &armed} }
+	t.Cleanup(func() { wrapListener = nil })
+	oldUp, newUp := namedUpstream(t, "old"), namedUpstream(t, "new")
+	const header = "PROXY TCP4 192.0.2.7 127.0.0.1 1234 80\r\n"
+	for _, tc := range []struct {
+		name          string
+		src, header   string // the client's address, and what it sends first
+		before, after string // ACL allow lists of the running config and the reloaded one
+		extra         string // more service keys, in both configs
+		want          string // what the client reads: the upstream's name, or "" when denied
+	}{
+		{"widened", "127.0.0.2", "", "[127.0.0.1]", "[127.0.0.0/8]", "", "new"},
+		{"allowed by both", "127.0.0.1", "", "[127.0.0.1]", "[127.0.0.0/8]", "", "new"},
+		{"narrowed", "127.0.0.2", "", "[127.0.0.0/8]", "[127.0.0.1]", "", ""},
+		{"widened, behind a proxy", "127.0.0.1", header, "[127.0.0.1]", "[192.0.2.0/24]",
+			"    trusted_proxies: [127.0.0.1]\n", "new"},
+		{"narrowed, behind a proxy", "127.0.0.1", header, "[192.0.2.0/24]", "[127.0.0.1]",
+			"    trusted_proxies: [127.0.0.1]\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := func(allow, up string) string {
+				return fmt.Sprintf("acls:\n  a: {default: deny, allow: %s}\nservices:\n  - name: s\n    listen: [\"127.0.0.1:0\"]\n"+
+					"    acl: a\n    upstream: %s\n%s", allow, up, tc.extra)
+			}
+			dir := t.TempDir()
+			s := run(t, writeConfig(t, dir, cfg(tc.before, oldUp)))
+			addr := s.Addrs()["s"][0].String()
+			writeConfig(t, dir, cfg(tc.after, newUp))
+			reloaded := make(chan error, 1)
+			hook := func() { reloaded <- s.Reload() }
+			armed.Store(&hook)
+			c, err := dialFrom(tc.src, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, tc.header)
+			got, _ := io.ReadAll(c)
+			select {
+			case err := <-reloaded:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the reload hook never ran")
+			}
+			if string(got) != tc.want {
+				t.Errorf("client from %s read %q after the reload; want %q", tc.src, got, tc.want)
+			}
+		})
 	}
 }

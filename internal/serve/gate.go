@@ -18,6 +18,8 @@ import (
 // gated is a listener guarded by the gate whose policy a reload can change.
 type gated interface {
 	net.Listener
+	// AcceptTag returns an allowed connection and the *service whose policy admitted it.
+	AcceptTag() (net.Conn, any, error)
 	Configure(*service) error
 	filterState() filterState
 }
@@ -58,15 +60,15 @@ func (g *gateListener) Close() error {
 // from now on. It returns an error only when svc requires a kernel filter (kernel_filter: ebpf,
 // cbpf or required) and none could be attached; the gate then still judges every connection.
 func (g *gateListener) Configure(svc *service) error {
-	opts := gate.Options{Reset: svc.Reset, DryRun: svc.DryRun, Logger: svc.log, OnDecision: svc.m.decided}
+	// Tag: the accept loop hands each connection to the service whose ACL admitted it.
+	opts := gate.Options{Reset: svc.Reset, DryRun: svc.DryRun, Logger: svc.log, OnDecision: svc.m.decided, Tag: svc}
 	if len(svc.TrustedProxies) > 0 {
 		opts.Proxy = &gate.ProxyOptions{Trusted: svc.TrustedProxies, Required: svc.ProxyRequired, Timeout: svc.ProxyHeaderTimeout}
 	}
 	if svc.lim != nil { // not a nil *limit.Limiter in a non-nil interface
 		opts.Limiter = svc.lim
 	}
-	g.SetOptions(opts)
-	g.SetACL(svc.ACL.ACL)
+	g.SetPolicy(svc.ACL.ACL, opts) // one store: no connection is judged by half of a reload
 	if g.rc == nil {
 		return nil
 	}

@@ -186,6 +186,9 @@ func (s *Server) apply(cfg *config.File) error {
 		}
 		ln, err := listen(addr)
 		var g gated
+		if err == nil && wrapListener != nil {
+			ln = wrapListener(ln)
+		}
 		if err == nil {
 			if g, err = newGate(ln, svc, s.log); err != nil {
 				ln.Close()
@@ -237,6 +240,9 @@ func filterError(cfg *config.File, svc *service, err error) error {
 		Err: fmt.Errorf("service %s: %w", svc.Name, err)}
 }
 
+// wrapListener, when set (by tests), wraps each listener apply opens before the gate guards it.
+var wrapListener func(net.Listener) net.Listener
+
 func listen(addr string) (net.Listener, error) {
 	if path, ok := config.UnixPath(addr); ok {
 		os.Remove(path) // a stale socket from an earlier run; a live one is replaced as well
@@ -276,17 +282,27 @@ func (s *Server) accept(p *port) {
 	defer s.wg.Done()
 	var backoff time.Duration
 	for {
-		svc := p.svc.Load()
-		if svc.sem != nil {
+		// A max_conns slot is taken before Accept, so that clients over the cap wait in the
+		// backlog; but the connection goes to the service whose policy the gate judged it by,
+		// which a reload may have changed while Accept waited.
+		pre := p.svc.Load()
+		if pre.sem != nil {
 			select {
-			case svc.sem <- struct{}{}:
+			case pre.sem <- struct{}{}:
 			case <-p.done:
 				return
 			}
 		}
-		c, err := p.ln.Accept()
+		c, tag, err := p.ln.AcceptTag()
+		svc, _ := tag.(*service)
+		if err == nil && svc != pre {
+			svc = s.swapSlot(c, pre, svc, p.done)
+			if svc == nil {
+				continue
+			}
+		}
 		if err != nil {
-			svc.release()
+			pre.release()
 			select {
 			case <-p.done:
 				return
@@ -313,6 +329,31 @@ func (s *Server) accept(p *port) {
 		}
 		go s.handle(c, svc)
 	}
+}
+
+// swapSlot moves the max_conns slot that the accept loop took for pre to svc, the service whose
+// policy admitted c, and returns svc. It returns nil after closing c when there is no such
+// service (fail closed) or the port closed while it waited for a slot.
+func (s *Server) swapSlot(c net.Conn, pre, svc *service, done <-chan struct{}) *service {
+	if svc == nil {
+		s.log.Error("connection admitted by no service; closed", "peer", c.RemoteAddr().String())
+		c.Close()
+		pre.release()
+		return nil
+	}
+	if svc.sem == pre.sem { // the same cap, kept across the reload
+		return svc
+	}
+	pre.release()
+	if svc.sem != nil {
+		select {
+		case svc.sem <- struct{}{}:
+		case <-done:
+			c.Close()
+			return nil
+		}
+	}
+	return svc
 }
 
 func (svc *service) release() {

@@ -1,0 +1,171 @@
+package gate
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/peergate/peergate/acl"
+)
+
+// hookListener runs the armed hook, once, after its inner Accept returned a connection and before
+// the gate judges it.
+type hookListener struct {
+	net.Listener
+	armed atomic.Pointer[func()]
+}
+
+func (h *hookListener) Accept() (net.Conn, error) {
+	c, err := h.Listener.Accept()
+	if f := h.armed.Swap(nil); err == nil && f != nil {
+		(*f)()
+	}
+	return c, err
+}
+
+// TestAcceptTag: AcceptTag returns the Tag of the policy that judged the connection, also when the
+// policy changed between the inner accept and the judging, and through the PROXY path.
+func TestAcceptTag(t *testing.T) {
+	strict := mustACL(t, acl.Deny, acl.Deny, "allow 127.0.0.1/32")
+	wide := mustACL(t, acl.Deny, acl.Deny, "allow 127.0.0.0/8", "allow 192.0.2.0/24")
+	proxy := &ProxyOptions{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
+	for _, tc := range []struct {
+		name   string
+		src    string
+		header string
+		proxy  *ProxyOptions
+	}{
+		{"plain", "127.0.0.2", "", nil},
+		{"proxied", "127.0.0.1", "PROXY TCP4 192.0.2.7 127.0.0.1 1234 80\r\n", proxy},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inner := &hookListener{Listener: listen(t, "tcp", "127.0.0.1:0")}
+			g := NewListener(inner, strict, Options{Proxy: tc.proxy, Tag: "strict"})
+			defer g.Close()
+			hook := func() { g.SetPolicy(wide, Options{Proxy: tc.proxy, Tag: "wide"}) }
+			inner.armed.Store(&hook)
+			type accepted struct {
+				c   net.Conn
+				tag any
+				err error
+			}
+			ch := make(chan accepted, 1)
+			go func() {
+				c, tag, err := g.AcceptTag()
+				ch <- accepted{c, tag, err}
+			}()
+			c := dialFrom(t, tc.src, inner.Addr().String())
+			defer c.Close()
+			io.WriteString(c, tc.header)
+			select {
+			case a := <-ch:
+				if a.err != nil {
+					t.Fatal(a.err)
+				}
+				a.c.Close()
+				if a.tag != "wide" {
+					t.Errorf("tag %v, want wide: the policy that judged the connection", a.tag)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("nothing accepted: the connection was judged by the old policy")
+			}
+		})
+	}
+}
+
+// TestPolicyConsistent swaps two policies while clients connect: every connection handed on must
+// carry the Tag of the policy whose ACL allowed it (127.0.0.2 is allowed only by "wide").
+func TestPolicyConsistent(t *testing.T) {
+	inner := listen(t, "tcp", "127.0.0.1:0")
+	strict := mustACL(t, acl.Deny, acl.Deny, "allow 127.0.0.1/32")
+	wide := mustACL(t, acl.Deny, acl.Deny, "allow 127.0.0.0/8")
+	g := NewListener(inner, strict, Options{Tag: "strict"})
+	var wrong, handed atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, tag, err := g.AcceptTag()
+			if err != nil {
+				return
+			}
+			handed.Add(1)
+			if tag != "wide" {
+				wrong.Add(1)
+			}
+			c.Close()
+		}
+	}()
+	const clients, each = 4, 50
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if i%2 == 0 {
+				g.SetPolicy(wide, Options{Tag: "wide"})
+			} else {
+				g.SetPolicy(strict, Options{Tag: "strict"})
+			}
+		}
+	}()
+	var cw sync.WaitGroup
+	for range clients {
+		cw.Add(1)
+		go func() {
+			defer cw.Done()
+			for range each {
+				c := dialFrom(t, "127.0.0.2", inner.Addr().String())
+				readAll(c)
+				c.Close()
+			}
+		}()
+	}
+	cw.Wait()
+	close(stop)
+	wg.Wait()
+	g.Close()
+	<-done
+	if n := wrong.Load(); n != 0 {
+		t.Errorf("%d of %d connections from 127.0.0.2 handed on with the strict policy's tag", n, handed.Load())
+	}
+	if s := g.Stats(); s.Allowed+s.Denied != clients*each {
+		t.Errorf("stats %+v, want %d judged", s, clients*each)
+	}
+}
+
+// TestSetACLAndOptionsConcurrently: SetACL and SetOptions each replace their half of the policy
+// and keep the other, even when they race.
+func TestSetACLAndOptionsConcurrently(t *testing.T) {
+	a, b := mustACL(t, acl.Allow, acl.Deny), mustACL(t, acl.Deny, acl.Deny)
+	g := NewListener(listen(t, "tcp", "127.0.0.1:0"), b, Options{})
+	defer g.Close()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range 1001 { // ends with a
+			g.SetACL([]*acl.ACL{a, b}[i%2])
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := range 1001 {
+			g.SetOptions(Options{Tag: i})
+		}
+	}()
+	wg.Wait()
+	if p := g.policy.Load(); p.acl != a || p.opts.Tag != 1000 {
+		t.Errorf("ACL %p, tag %v; want the last of each (%p, 1000)", p.acl, p.opts.Tag, a)
+	}
+}
