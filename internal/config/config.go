@@ -591,14 +591,17 @@ func UnixPath(addr string) (string, bool) { return strings.CutPrefix(addr, "unix
 
 func checkListen(addr string) error {
 	if p, ok := UnixPath(addr); ok {
-		if p == "" {
+		switch {
+		case p == "":
 			return fmt.Errorf("%w: unix: needs a socket path", ErrConfig)
+		case p == "@":
+			return fmt.Errorf("%w: unix:@ needs a name for the abstract socket (unix:@NAME)", ErrConfig)
 		}
 		return nil
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%w: want IP:PORT, [IPv6]:PORT, :PORT or unix:/path", ErrConfig)
+		return fmt.Errorf("%w: want IP:PORT, [IPv6]:PORT, :PORT, unix:/path or unix:@name", ErrConfig)
 	}
 	if host != "" {
 		if _, err := netip.ParseAddr(host); err != nil {

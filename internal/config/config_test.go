@@ -197,6 +197,7 @@ func TestErrors(t *testing.T) {
 		{"unknown ACL", "acls:\n  a: {default: deny}\nservices:\n  - name: s\n    listen: [\":1\"]\n    acl: b\n    upstream: x:1\n", 6, "b", ErrConfig},
 		{"no acl", "services:\n  - name: s\n    listen: [\":1\"]\n    upstream: x:1\n", 2, "s", ErrConfig},
 		{"bad listen", svc + "    upstream: x:1\n  - name: t\n    listen: [localhost:80]\n    acl: a\n    upstream: x:1\n", 9, "localhost:80", ErrConfig},
+		{"abstract socket without a name", svc + "    upstream: x:1\n  - name: t\n    listen: [\"unix:@\"]\n    acl: a\n    upstream: x:1\n", 9, "unix:@", ErrConfig},
 		{"bad port", svc + "    upstream: x:99999\n", 7, "x:99999", ErrConfig},
 		{"bad on_deny", svc + "    upstream: x:1\n    on_deny: drop\n", 8, "drop", ErrConfig},
 		{"bad duration", svc + "    upstream: x:1\n    idle_timeout: 5\n", 8, "5", ErrConfig},

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -196,6 +197,157 @@ func TestReloadDispatch(t *testing.T) {
 			}
 			if string(got) != tc.want {
 				t.Errorf("client from %s read %q after the reload; want %q", tc.src, got, tc.want)
+			}
+		})
+	}
+}
+
+// unixServer serves on the Unix socket path, writing name to each client, until the test ends.
+func unixServer(t *testing.T, path, name string) {
+	t.Helper()
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // what the test left there is checked after
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, name)
+			c.Close()
+		}
+	}()
+}
+
+// unixAnswer returns what the server on the Unix socket path says, or "" when it says nothing.
+func unixAnswer(t *testing.T, path string) string {
+	t.Helper()
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "x")
+	c.(*net.UnixConn).CloseWrite() // the echo ends, passed on through peergate
+	b, _ := io.ReadAll(c)
+	return string(b)
+}
+
+// TestUnixListen: peergate takes a Unix socket path only when nothing is there or a stale socket
+// (one that refuses connections); a regular file, a directory or another server's live socket is
+// an error and stays as it was; on exit it removes only the socket it made; unix:@name is an
+// abstract socket and touches no file. (It used to remove whatever was at the path, and the file
+// ./@name for unix:@name.)
+func TestUnixListen(t *testing.T) {
+	up := upstream(t, "echo")
+	abstract := fmt.Sprintf("@peergate-test-%d", os.Getpid())
+	for _, tc := range []struct {
+		name   string
+		listen string                       // "" for unix:DIR/s.sock
+		before func(t *testing.T, p string) // puts something at the path
+		during func(t *testing.T, p string) // runs while peergate serves
+		want   error                        // from New; nil: it serves
+		after  string                       // "gone": the path is gone after Shutdown; "other": another server answers there; "file"; "dir"
+	}{
+		{name: "nothing there", after: "gone"},
+		{name: "stale socket", before: func(t *testing.T, p string) {
+			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln.SetUnlinkOnClose(false)
+			ln.Close() // the file stays; connecting to it is refused
+		}, after: "gone"},
+		{name: "live socket", before: func(t *testing.T, p string) { unixServer(t, p, "other") }, want: ErrSocketInUse, after: "other"},
+		{name: "regular file", before: func(t *testing.T, p string) {
+			if err := os.WriteFile(p, []byte("keep"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, want: ErrNotSocket, after: "file"},
+		{name: "empty directory", before: func(t *testing.T, p string) {
+			if err := os.Mkdir(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}, want: ErrNotSocket, after: "dir"},
+		{name: "replaced while running", during: func(t *testing.T, p string) {
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+			unixServer(t, p, "other")
+		}, after: "other"},
+		{name: "abstract", listen: "unix:" + abstract, before: func(t *testing.T, p string) {
+			// A file named like the abstract socket, in the current directory: never touched.
+			if err := os.WriteFile(abstract, []byte("keep"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, after: "abstract"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			t.Chdir(dir)
+			sock := filepath.Join(dir, "s.sock")
+			if tc.listen == "" {
+				tc.listen = "unix:" + sock
+			}
+			if tc.before != nil {
+				tc.before(t, sock)
+			}
+			path := writeConfig(t, dir, fmt.Sprintf("acls:\n  u: {default: deny, unix: allow}\nservices:\n  - name: s\n    listen: [%q]\n    acl: u\n    upstream: %s\n", tc.listen, up))
+			s, err := New(path, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if tc.want != nil {
+				if s != nil {
+					s.closeAll()
+				}
+				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), sock) {
+					t.Fatalf("New = %v; want %v naming %s", err, tc.want, sock)
+				}
+			} else {
+				if err != nil {
+					t.Fatal(err)
+				}
+				done := make(chan struct{})
+				go func() { s.Serve(); close(done) }()
+				dial := sock
+				if tc.listen != "unix:"+sock {
+					dial = abstract
+				}
+				if got := unixAnswer(t, dial); got != "x" {
+					t.Errorf("client on %s read %q; want the echo", dial, got)
+				}
+				if tc.during != nil {
+					tc.during(t, sock)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				s.Shutdown(ctx)
+				cancel()
+				<-done
+			}
+			switch tc.after {
+			case "gone":
+				if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("after shutdown: %s: %v; want it removed", sock, err)
+				}
+			case "other":
+				if got := unixAnswer(t, sock); got != "other" {
+					t.Errorf("the other server's socket answers %q; want it kept", got)
+				}
+			case "file", "abstract":
+				name := sock
+				if tc.after == "abstract" {
+					name = filepath.Join(dir, abstract)
+				}
+				if b, err := os.ReadFile(name); string(b) != "keep" {
+					t.Errorf("%s: %q, %v; want it kept", name, b, err)
+				}
+			case "dir":
+				if fi, err := os.Stat(sock); err != nil || !fi.IsDir() {
+					t.Errorf("%s: %v; want the directory kept", sock, err)
+				}
 			}
 		})
 	}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"os/exec"
 	"runtime"
 	"runtime/debug"
@@ -245,8 +244,7 @@ var wrapListener func(net.Listener) net.Listener
 
 func listen(addr string) (net.Listener, error) {
 	if path, ok := config.UnixPath(addr); ok {
-		os.Remove(path) // a stale socket from an earlier run; a live one is replaced as well
-		return net.Listen("unix", path)
+		return listenUnix(path)
 	}
 	// Plain TCP, not the MPTCP that Go picks by default where the kernel has it: the kernel takes no
 	// socket filter on an MPTCP socket, and HAProxy and nginx listen with plain TCP too.
