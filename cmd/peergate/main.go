@@ -12,6 +12,12 @@
 //	    which rule decides each address, and where it was written (tcpdmatch)
 //	peergate lint -config FILE [-acl NAME]
 //	    load errors, then suspicious rules (tcpdchk)
+//	peergate ban -admin ADDR [-for 1h] [-reason TEXT] PREFIX...
+//	    ban addresses or prefixes now, through the admin API of a running serve
+//	peergate unban -admin ADDR PREFIX...
+//	    remove the bans of addresses or prefixes through the admin API
+//	peergate bans -admin ADDR
+//	    list the live bans of a running serve
 //	peergate convert -daemon NAME [-o FILE] HOSTS.ALLOW HOSTS.DENY
 //	    TCP Wrappers' rules for one daemon as an ACL file
 //	peergate version
@@ -68,6 +74,7 @@ type flags struct {
 	config, acl, logFormat string
 	exit                   int  // the status to exit with when parse returns false
 	programArgs            bool // the first argument starts a program's command line (wrap): no flags after it
+	configOptional         bool // -config may be left out (ban, unban, bans: -admin will do)
 }
 
 // newFlags returns the flags of command name with -config (required).
@@ -121,7 +128,7 @@ func (f *flags) parse(args []string) bool {
 		pos, args = append(pos, rest[0]), rest[1:]
 	}
 	f.Parse(append([]string{"--"}, pos...)) // f.Args() = the positional arguments; flags keep their values
-	if f.config == "" && f.Lookup("config") != nil {
+	if f.config == "" && f.Lookup("config") != nil && !f.configOptional {
 		fmt.Fprintf(f.Output(), "%s: -config FILE is required\n", f.Name())
 		return false
 	}

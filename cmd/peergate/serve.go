@@ -44,7 +44,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if a := srv.AdminAddr(); a != nil {
-		log.Info("listening", "service", "admin", "addr", a.String(), "paths", "/metrics /healthz /config")
+		log.Info("listening", "service", "admin", "addr", a.String(), "paths", "/metrics /healthz /config /bans /explain")
 	}
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {

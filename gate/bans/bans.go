@@ -210,8 +210,23 @@ func normal(p netip.Prefix) (netip.Prefix, error) {
 	return p, nil
 }
 
+// SetMax changes the most live bans the table holds (0: DefaultMax). Bans already held beyond a
+// lower cap stay until they expire or are removed; new ones are refused until there is room.
+func (t *Table) SetMax(n int) {
+	if n <= 0 {
+		n = DefaultMax
+	}
+	t.mu.Lock()
+	t.max = n
+	t.mu.Unlock()
+}
+
 // Max returns the most live bans the table holds.
-func (t *Table) Max() int { return t.max }
+func (t *Table) Max() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.max
+}
 
 // Banned reports the live ban that covers addr, if any: it makes a Table a gate.Bans. It does not
 // allocate.

@@ -54,6 +54,42 @@ type File struct {
 	Services     []*Service
 	DrainTimeout time.Duration // how long SIGTERM waits for open connections
 	Admin        *Admin        // nil: no admin listener
+
+	// The ban layer (runtime bans in front of every service's ACL).
+	NeverBan []netip.Prefix // never_ban: addresses no ban may cover (the lockout guard)
+	MaxBans  int            // max_bans: live bans at most
+	StateDir string         // state_dir: where bans from the API and auto-bans persist; "": not kept
+	CrowdSec *CrowdSec      // crowdsec: read (and report) decisions of a CrowdSec LAPI; nil: off
+}
+
+// DefaultMaxBans is max_bans when the file does not set it.
+const DefaultMaxBans = 1_000_000
+
+// DefaultCrowdSecInterval is crowdsec.interval when the file does not set it.
+const DefaultCrowdSecInterval = 10 * time.Second
+
+// CrowdSec is the "crowdsec" mapping: peergate as a bouncer of a CrowdSec local API (LAPI).
+type CrowdSec struct {
+	Line       int
+	URL        string        // the LAPI, e.g. http://127.0.0.1:8080
+	APIKeyFile string        // file holding the bouncer's API key (cscli bouncers add)
+	APIKey     string        // its content, read at load
+	Interval   time.Duration // how often to pull decisions
+	Report     bool          // push automatic bans to the LAPI as alerts
+	// CredentialsFile is the machine's credentials (url, login, password, as cscli machines add
+	// writes them) for report; read at load.
+	CredentialsFile string
+	Login, Password string
+}
+
+// BanAfter is a service's ban_after: a source that collects Denials ACL denials or LimitHits
+// per-source limit refusals within Within is banned for For.
+type BanAfter struct {
+	Line      int
+	Denials   int // 0: not counted
+	LimitHits int // 0: not counted
+	Within    time.Duration
+	For       time.Duration // 0: no expiry
 }
 
 // Admin is the optional admin listener of "peergate serve": metrics, health and the effective
@@ -62,6 +98,10 @@ type Admin struct {
 	Line   int
 	Listen string // "host:port"
 	ACL    *ACL   // who may connect; LoopbackACL unless the file names one
+	// TokenFile, when set, holds a bearer token every admin request but /healthz must carry
+	// (Authorization: Bearer TOKEN); Token is its content, read at load.
+	TokenFile string
+	Token     string
 }
 
 // LoopbackACL allows only loopback peers (127.0.0.0/8 and ::1): the admin listener's default.
@@ -112,6 +152,10 @@ type Service struct {
 	SourcePrefix4 int     // IPv4 prefix length that makes a source (per_source_prefix.ipv4)
 	SourcePrefix6 int     // IPv6 prefix length that makes a source (per_source_prefix.ipv6)
 	MaxSources    int     // cap on the sources tracked
+
+	// The ban layer.
+	NeverBan []netip.Prefix // never_ban: guarded addresses, added to the file's
+	BanAfter *BanAfter      // ban_after: automatic bans; nil: none
 }
 
 // Kernel filter modes of a service (kernel_filter).
@@ -140,7 +184,7 @@ func Parse(path string, data []byte) (*File, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256(data)
-	f := &File{Path: path, Hash: hex.EncodeToString(sum[:]), DrainTimeout: DefaultDrainTimeout}
+	f := &File{Path: path, Hash: hex.EncodeToString(sum[:]), DrainTimeout: DefaultDrainTimeout, MaxBans: DefaultMaxBans}
 	if root.Kind == yaml.MappingNode && !hasKey(root, "services") && !hasKey(root, "acls") {
 		spec, err := acl.SpecFromNode(path, root)
 		if err != nil {
@@ -170,8 +214,20 @@ func Parse(path string, data []byte) (*File, error) {
 			f.DrainTimeout = duration(path, v, &errs)
 		case "admin":
 			admin = v // after acls, like services
+		case "never_ban":
+			f.NeverBan = prefixes(path, v, &errs)
+		case "max_bans":
+			if f.MaxBans = count(path, v, &errs, "max_bans"); f.MaxBans == 0 {
+				errs.At(path, v.Line, v.Value, fmt.Errorf("%w: max_bans must be at least 1", ErrConfig))
+			}
+		case "state_dir":
+			if dir, ok := conf.Scalar(path, v, &errs); ok {
+				f.StateDir = relative(path, dir)
+			}
+		case "crowdsec":
+			f.CrowdSec = f.crowdsec(v, &errs)
 		default:
-			conf.Unknown(&errs, path, k, "acls, services, drain_timeout or admin")
+			conf.Unknown(&errs, path, k, "acls, services, drain_timeout, admin, never_ban, max_bans, state_dir or crowdsec")
 		}
 	})
 	if admin != nil {
@@ -238,7 +294,7 @@ func loadACL(path, name string, k, v *yaml.Node, errs *conf.Errors) *ACL {
 
 const serviceKeys = "name, listen, acl, upstream, exec, on_deny, dry_run, connect_timeout, idle_timeout, max_conns, " +
 	"kernel_filter, trusted_proxies, proxy_protocol, proxy_header_timeout, send_proxy, per_source, per_source_prefix, " +
-	"rate, burst, max_sources, log_rate or keepalive"
+	"rate, burst, max_sources, log_rate, keepalive, never_ban or ban_after"
 
 // DefaultProxyHeaderTimeout is proxy_header_timeout when the file does not set it.
 const DefaultProxyHeaderTimeout = 5 * time.Second
@@ -361,6 +417,10 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 				}
 				s.Rate = r
 			}
+		case "never_ban":
+			s.NeverBan = prefixes(path, v, errs)
+		case "ban_after":
+			s.BanAfter = banAfter(path, v, errs)
 		case "per_source_prefix":
 			prefixLine = v.Line
 			conf.Mapping(path, v, errs, func(key string, k, v *yaml.Node) {
@@ -429,6 +489,9 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 				"when every source kept holds a connection, a new source is refused", ErrConfig, need, why))
 		}
 	}
+	if s.BanAfter != nil && s.BanAfter.LimitHits > 0 && s.PerSource == 0 && rateLine == 0 {
+		errs.At(path, s.BanAfter.Line, "limit_hits", fmt.Errorf("%w: ban_after.limit_hits needs per_source or rate (a limit to hit)", ErrConfig))
+	}
 	if burstLine != 0 && s.Rate == 0 && rateLine == 0 { // a bad rate is reported already
 		errs.At(path, burstLine, strconv.Itoa(s.Burst), fmt.Errorf("%w: burst needs rate", ErrConfig))
 	}
@@ -477,8 +540,17 @@ func (f *File) admin(n *yaml.Node, errs *conf.Errors) *Admin {
 			if named := f.namedACL(v, errs); named != nil {
 				a.ACL = named
 			}
+		case "token_file":
+			if file, ok := conf.Scalar(f.Path, v, errs); ok {
+				a.TokenFile = relative(f.Path, file)
+				tok, err := secret(a.TokenFile)
+				if err != nil {
+					errs.At(f.Path, v.Line, file, err)
+				}
+				a.Token = tok
+			}
 		default:
-			conf.Unknown(errs, f.Path, k, "listen or acl")
+			conf.Unknown(errs, f.Path, k, "listen, acl or token_file")
 		}
 	})
 	if a.Listen == "" {
@@ -753,4 +825,135 @@ func findProgram(config, prog string) (string, error) {
 		return prog, err
 	}
 	return filepath.Abs(p)
+}
+
+// relative resolves a path written in the config file: relative to the file's directory.
+func relative(config, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(config), p)
+}
+
+// secret reads a token or key from file: its content with surrounding white space trimmed, which
+// must not be empty.
+func secret(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%w: %s is empty", ErrConfig, file)
+	}
+	return s, nil
+}
+
+// banAfter reads a service's ban_after mapping.
+func banAfter(path string, n *yaml.Node, errs *conf.Errors) *BanAfter {
+	b := &BanAfter{Line: n.Line}
+	withinLine := 0
+	conf.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "denials":
+			b.Denials = count(path, v, errs, "ban_after.denials")
+		case "limit_hits":
+			b.LimitHits = count(path, v, errs, "ban_after.limit_hits")
+		case "within":
+			withinLine = v.Line
+			b.Within = duration(path, v, errs)
+		case "for":
+			b.For = duration(path, v, errs)
+		default:
+			conf.Unknown(errs, path, k, "denials, limit_hits, within or for")
+		}
+	})
+	if b.Denials == 0 && b.LimitHits == 0 {
+		errs.At(path, n.Line, "ban_after", fmt.Errorf("%w: ban_after needs denials or limit_hits (how many within the window make a ban)", ErrConfig))
+	}
+	if b.Within <= 0 && withinLine == 0 {
+		errs.At(path, n.Line, "ban_after", fmt.Errorf("%w: ban_after needs within (the window, e.g. 1m)", ErrConfig))
+	} else if b.Within <= 0 {
+		errs.At(path, withinLine, "within", fmt.Errorf("%w: ban_after.within must be more than 0", ErrConfig))
+	}
+	return b
+}
+
+// crowdsec reads the top-level crowdsec mapping.
+func (f *File) crowdsec(n *yaml.Node, errs *conf.Errors) *CrowdSec {
+	path := f.Path
+	c := &CrowdSec{Line: n.Line, Interval: DefaultCrowdSecInterval}
+	reportLine := 0
+	conf.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "url":
+			if u, ok := conf.Scalar(path, v, errs); ok {
+				if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+					errs.At(path, v.Line, u, fmt.Errorf("%w: crowdsec.url must be an http:// or https:// URL", ErrConfig))
+				}
+				c.URL = strings.TrimSuffix(u, "/")
+			}
+		case "api_key_file":
+			if file, ok := conf.Scalar(path, v, errs); ok {
+				c.APIKeyFile = relative(path, file)
+				key, err := secret(c.APIKeyFile)
+				if err != nil {
+					errs.At(path, v.Line, file, err)
+				}
+				c.APIKey = key
+			}
+		case "interval":
+			c.Interval = duration(path, v, errs)
+			if d, err := time.ParseDuration(v.Value); err == nil && d < 100*time.Millisecond {
+				errs.At(path, v.Line, v.Value, fmt.Errorf("%w: crowdsec.interval must be at least 100ms", ErrConfig))
+			}
+		case "report":
+			reportLine = v.Line
+			b, ok := conf.Scalar(path, v, errs)
+			if c.Report = b == "true"; ok && b != "true" && b != "false" {
+				errs.At(path, v.Line, b, fmt.Errorf("%w: crowdsec.report must be true or false", ErrConfig))
+			}
+		case "credentials_file":
+			if file, ok := conf.Scalar(path, v, errs); ok {
+				c.CredentialsFile = relative(path, file)
+				login, password, err := machineCredentials(c.CredentialsFile)
+				if err != nil {
+					errs.At(path, v.Line, file, err)
+				}
+				c.Login, c.Password = login, password
+			}
+		default:
+			conf.Unknown(errs, path, k, "url, api_key_file, interval, report or credentials_file")
+		}
+	})
+	if c.URL == "" {
+		errs.At(path, n.Line, "crowdsec", fmt.Errorf("%w: crowdsec needs url (e.g. http://127.0.0.1:8080)", ErrConfig))
+	}
+	if c.APIKeyFile == "" {
+		errs.At(path, n.Line, "crowdsec", fmt.Errorf("%w: crowdsec needs api_key_file (a key from cscli bouncers add)", ErrConfig))
+	}
+	if c.Report && c.CredentialsFile == "" {
+		errs.At(path, reportLine, "report", fmt.Errorf("%w: crowdsec.report needs credentials_file (a machine's login, from cscli machines add)", ErrConfig))
+	}
+	return c
+}
+
+// machineCredentials reads a CrowdSec machine's credentials file, the YAML cscli machines add -f
+// writes (url, login, password).
+func machineCredentials(file string) (login, password string, err error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	var c struct {
+		Login    string `yaml:"login"`
+		Password string `yaml:"password"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		return "", "", fmt.Errorf("%w: %s: %w", ErrConfig, file, err)
+	}
+	if c.Login == "" || c.Password == "" {
+		return "", "", fmt.Errorf("%w: %s needs login and password", ErrConfig, file)
+	}
+	return c.Login, c.Password, nil
 }

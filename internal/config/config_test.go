@@ -235,6 +235,17 @@ func TestErrors(t *testing.T) {
 		{"burst without rate", svc + "    upstream: x:1\n    burst: 5\n", 8, "5", ErrConfig},
 		{"bad per_source_prefix", svc + "    upstream: x:1\n    per_source_prefix: {ipv4: 33}\n", 8, "33", ErrConfig},
 		{"unknown per_source_prefix key", svc + "    upstream: x:1\n    per_source_prefix: {ip4: 24}\n", 8, "ip4", acl.ErrUnknownKey},
+		{"bad never_ban", svc + "    upstream: x:1\nnever_ban: [10.0.0.1/8]\n", 8, "10.0.0.1/8", acl.ErrHostBits},
+		{"bad service never_ban", svc + "    upstream: x:1\n    never_ban: [nope]\n", 8, "nope", acl.ErrPrefix},
+		{"zero max_bans", svc + "    upstream: x:1\nmax_bans: 0\n", 8, "0", ErrConfig},
+		{"ban_after without counts", svc + "    upstream: x:1\n    ban_after: {within: 1m, for: 1h}\n", 8, "ban_after", ErrConfig},
+		{"ban_after without within", svc + "    upstream: x:1\n    ban_after: {denials: 5}\n", 8, "ban_after", ErrConfig},
+		{"ban_after unknown key", svc + "    upstream: x:1\n    ban_after: {denials: 5, within: 1m, after: 1}\n", 8, "after", acl.ErrUnknownKey},
+		{"ban_after limit_hits without limit", svc + "    upstream: x:1\n    ban_after: {limit_hits: 5, within: 1m}\n", 8, "limit_hits", ErrConfig},
+		{"crowdsec without key", svc + "    upstream: x:1\ncrowdsec: {url: \"http://127.0.0.1:8080\"}\n", 8, "crowdsec", ErrConfig},
+		{"crowdsec bad url", svc + "    upstream: x:1\ncrowdsec: {url: \"127.0.0.1:8080\", api_key_file: /dev/null}\n", 8, "127.0.0.1:8080", ErrConfig},
+		{"crowdsec empty key file", svc + "    upstream: x:1\ncrowdsec: {url: \"http://127.0.0.1:8080\", api_key_file: /dev/null}\n", 8, "/dev/null", ErrConfig},
+		{"admin token file missing", svc + "    upstream: x:1\nadmin: {listen: \"127.0.0.1:9\", token_file: /no/such/token}\n", 8, "/no/such/token", ErrConfig},
 		{"duplicate service name", svc + "    upstream: x:1\n  - name: s\n    listen: [\":2\"]\n    acl: a\n    upstream: x:1\n", 8, "s", ErrConfig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -396,5 +407,48 @@ func TestListenOverlap(t *testing.T) {
 				t.Errorf("error %q does not name the service", msg)
 			}
 		})
+	}
+}
+
+func TestBanKeys(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "token", "s3cret\n", 0o600)
+	write(t, dir, "key", " abc \n", 0o600)
+	write(t, dir, "machine.yaml", "url: http://127.0.0.1:8080\nlogin: gate1\npassword: pw\n", 0o600)
+	path := write(t, dir, "serve.yaml", `
+acls: {a: {default: deny}}
+never_ban: [10.0.0.1, "::ffff:10.9.0.0/112"]
+max_bans: 1000
+state_dir: state
+crowdsec: {url: "http://127.0.0.1:8080/", api_key_file: key, interval: 2s, report: true, credentials_file: machine.yaml}
+admin: {listen: "127.0.0.1:9180", token_file: token}
+services:
+  - name: s
+    listen: ["127.0.0.1:1"]
+    acl: a
+    upstream: x:1
+    rate: 10/s
+    never_ban: 192.168.0.0/16
+    ban_after: {denials: 20, limit_hits: 50, within: 1m, for: 1h}
+`, 0o644)
+	f, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(f.NeverBan, []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32"), netip.MustParsePrefix("10.9.0.0/16")}) ||
+		f.MaxBans != 1000 || f.StateDir != filepath.Join(dir, "state") {
+		t.Errorf("top-level ban keys: %v %d %q", f.NeverBan, f.MaxBans, f.StateDir)
+	}
+	if c := f.CrowdSec; c == nil || c.URL != "http://127.0.0.1:8080" || c.APIKey != "abc" || c.Interval != 2*time.Second ||
+		!c.Report || c.Login != "gate1" || c.Password != "pw" {
+		t.Errorf("crowdsec %+v", f.CrowdSec)
+	}
+	if f.Admin.Token != "s3cret" {
+		t.Errorf("admin token %q", f.Admin.Token)
+	}
+	s := f.Services[0]
+	if b := s.BanAfter; b == nil || b.Denials != 20 || b.LimitHits != 50 || b.Within != time.Minute || b.For != time.Hour ||
+		!slices.Equal(s.NeverBan, []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")}) {
+		t.Errorf("service ban keys: %+v %v", s.BanAfter, s.NeverBan)
 	}
 }

@@ -35,7 +35,11 @@ func (s *Server) newAdmin(c *config.Admin) (*admin, error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /config", s.effectiveConfig)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	mux.HandleFunc("POST /bans", s.postBans)
+	mux.HandleFunc("GET /bans", s.listBans)
+	mux.HandleFunc("DELETE /bans/{prefix...}", s.deleteBan)
+	mux.HandleFunc("GET /explain", s.explain)
+	srv := &http.Server{Handler: s.withToken(mux), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	return &admin{addr: c.Listen, ln: g, srv: srv}, nil
 }
 
@@ -100,6 +104,8 @@ type effective struct {
 	ACLs         []effectiveACL `json:"acls"`
 	Services     []effectiveSvc `json:"services"`
 	Admin        *effectiveSvc  `json:"admin,omitempty"`
+	Layers       []string       `json:"layers"` // in the order a peer is judged
+	Bans         effectiveBans  `json:"bans"`
 }
 
 type effectiveACL struct {
@@ -110,29 +116,32 @@ type effectiveACL struct {
 }
 
 type effectiveSvc struct {
-	Name           string            `json:"name"`
-	Listen         []string          `json:"listen"`
-	ACL            string            `json:"acl"`
-	Upstream       string            `json:"upstream,omitempty"`
-	Exec           []string          `json:"exec,omitempty"`
-	OnDeny         string            `json:"on_deny,omitempty"`
-	DryRun         bool              `json:"dry_run,omitempty"`
-	ConnectTimeout string            `json:"connect_timeout,omitempty"`
-	IdleTimeout    string            `json:"idle_timeout,omitempty"`
-	MaxConns       *int              `json:"max_conns,omitempty"`
-	KernelFilter   string            `json:"kernel_filter,omitempty"`
-	KernelFilters  []effectiveFilter `json:"kernel_filters,omitempty"` // what each listener has attached
-	TrustedProxies []string          `json:"trusted_proxies,omitempty"`
-	ProxyProtocol  string            `json:"proxy_protocol,omitempty"`
-	ProxyTimeout   string            `json:"proxy_header_timeout,omitempty"`
-	SendProxy      string            `json:"send_proxy,omitempty"`
-	PerSource      int               `json:"per_source,omitempty"`
-	PerSourcePfx   []int             `json:"per_source_prefix,omitempty"` // [ipv4, ipv6]
-	Rate           float64           `json:"rate_per_second,omitempty"`
-	Burst          int               `json:"burst,omitempty"`
-	MaxSources     int               `json:"max_sources,omitempty"`
-	LogRate        *int              `json:"log_rate,omitempty"`
-	KeepAlive      string            `json:"keepalive,omitempty"`
+	Name           string             `json:"name"`
+	Listen         []string           `json:"listen"`
+	ACL            string             `json:"acl"`
+	Upstream       string             `json:"upstream,omitempty"`
+	Exec           []string           `json:"exec,omitempty"`
+	OnDeny         string             `json:"on_deny,omitempty"`
+	DryRun         bool               `json:"dry_run,omitempty"`
+	ConnectTimeout string             `json:"connect_timeout,omitempty"`
+	IdleTimeout    string             `json:"idle_timeout,omitempty"`
+	MaxConns       *int               `json:"max_conns,omitempty"`
+	KernelFilter   string             `json:"kernel_filter,omitempty"`
+	KernelFilters  []effectiveFilter  `json:"kernel_filters,omitempty"` // what each listener has attached
+	TrustedProxies []string           `json:"trusted_proxies,omitempty"`
+	ProxyProtocol  string             `json:"proxy_protocol,omitempty"`
+	ProxyTimeout   string             `json:"proxy_header_timeout,omitempty"`
+	SendProxy      string             `json:"send_proxy,omitempty"`
+	PerSource      int                `json:"per_source,omitempty"`
+	PerSourcePfx   []int              `json:"per_source_prefix,omitempty"` // [ipv4, ipv6]
+	Rate           float64            `json:"rate_per_second,omitempty"`
+	Burst          int                `json:"burst,omitempty"`
+	MaxSources     int                `json:"max_sources,omitempty"`
+	LogRate        *int               `json:"log_rate,omitempty"`
+	KeepAlive      string             `json:"keepalive,omitempty"`
+	NeverBan       []string           `json:"never_ban,omitempty"`
+	BanAfter       *effectiveBanAfter `json:"ban_after,omitempty"`
+	TokenRequired  bool               `json:"token_required,omitempty"`
 }
 
 func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
@@ -174,13 +183,49 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
 				es.Burst = 0
 			}
 		}
+		for _, p := range c.NeverBan {
+			es.NeverBan = append(es.NeverBan, p.String())
+		}
+		if b := c.BanAfter; b != nil {
+			es.BanAfter = &effectiveBanAfter{b.Denials, b.LimitHits, b.Within.String(), b.For.String()}
+		}
 		e.Services = append(e.Services, es)
 	}
 	if cfg.Admin != nil {
-		e.Admin = &effectiveSvc{Name: "admin", Listen: []string{cfg.Admin.Listen}, ACL: cfg.Admin.ACL.Name}
+		e.Admin = &effectiveSvc{Name: "admin", Listen: []string{cfg.Admin.Listen}, ACL: cfg.Admin.ACL.Name, TokenRequired: cfg.Admin.Token != ""}
+	}
+	e.Layers = []string{"bans", "acl"}
+	e.Bans = effectiveBans{Active: s.bans.Count(), Max: cfg.MaxBans, NeverBan: []string{}, StateDir: cfg.StateDir}
+	for _, p := range cfg.NeverBan {
+		e.Bans.NeverBan = append(e.Bans.NeverBan, p.String())
+	}
+	if c := cfg.CrowdSec; c != nil {
+		e.Bans.CrowdSec = &effectiveCrowdSec{URL: c.URL, Interval: c.Interval.String(), Report: c.Report}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(e)
+}
+
+// effectiveBans is the ban layer as /config shows it.
+type effectiveBans struct {
+	Active   map[string]int     `json:"active"` // live bans by origin
+	Max      int                `json:"max_bans"`
+	NeverBan []string           `json:"never_ban"` // the file's; services list their own
+	StateDir string             `json:"state_dir,omitempty"`
+	CrowdSec *effectiveCrowdSec `json:"crowdsec,omitempty"`
+}
+
+type effectiveCrowdSec struct {
+	URL      string `json:"url"`
+	Interval string `json:"interval"`
+	Report   bool   `json:"report,omitempty"`
+}
+
+type effectiveBanAfter struct {
+	Denials   int    `json:"denials,omitempty"`
+	LimitHits int    `json:"limit_hits,omitempty"`
+	Within    string `json:"within"`
+	For       string `json:"for"`
 }

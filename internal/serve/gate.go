@@ -68,6 +68,9 @@ func (g *gateListener) Configure(svc *service) error {
 	if svc.lim != nil { // not a nil *limit.Limiter in a non-nil interface
 		opts.Limiter = svc.lim
 	}
+	if svc.ban != nil {
+		opts.Bans = svc.ban
+	}
 	g.SetPolicy(svc.ACL.ACL, opts) // one store: no connection is judged by half of a reload
 	if g.rc == nil {
 		return nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate"
+	"github.com/peergate/peergate/gate/bans"
 	"github.com/peergate/peergate/internal/config"
 	"github.com/peergate/peergate/internal/version"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,9 @@ type metrics struct {
 	cfgTime   prometheus.Gauge
 	aclRules  *prometheus.GaugeVec
 
+	banDenials  *prometheus.CounterVec
+	bansRefused *prometheus.CounterVec
+
 	mu    sync.Mutex
 	rules map[string]*ruleSet // by service name, kept across reloads
 }
@@ -45,7 +49,7 @@ func newMetrics() *metrics {
 		Help: "Connections judged, by service, verdict (allow, deny) and reason (acl; peer_error: the peer " +
 			"could not be found or judged, denied to fail closed; dry_run: the ACL denied, dry_run handed it on; " +
 			"proxy: no valid PROXY header from a trusted proxy, or an untrusted peer where the header is required; " +
-			"limit: the ACL allowed, a per-source limit denied)."},
+			"limit: the ACL allowed, a per-source limit denied; ban: a ban of the ban layer denied, whatever the ACL says)."},
 		[]string{"service", "verdict", "reason"})
 	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_denials_total",
 		Help: "ACL denials by deciding rule (prefix and origin; rule=\"default\" for the default, " +
@@ -73,7 +77,18 @@ func newMetrics() *metrics {
 		Help: "When the running config was loaded, in seconds since the epoch."})
 	m.aclRules = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "peergate_acl_rules",
 		Help: "Rules in each ACL of the running config."}, []string{"acl"})
-	for _, c := range []prometheus.Collector{m.conns, m.denials, m.active, m.bytes, m.upFail, m.aborts, m.upLatency,
+	m.banDenials = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_ban_denials_total",
+		Help: "Connections denied by a ban of the ban layer, by service and the ban's origin (api, auto, crowdsec); " +
+			"in dry_run, those handed on that a ban would have denied."}, []string{"service", "origin"})
+	m.bansRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_bans_refused_total",
+		Help: "Bans refused, by reason: guarded (covers a never_ban address), full (max_bans live bans), " +
+			"invalid (bad prefix, duration or reason), unsupported (a CrowdSec decision of another type or scope)."},
+		[]string{"reason"})
+	for _, r := range []string{"guarded", "full", "invalid", "unsupported"} {
+		m.bansRefused.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{m.banDenials, m.bansRefused,
+		m.conns, m.denials, m.active, m.bytes, m.upFail, m.aborts, m.upLatency,
 		m.reloads, m.cfgInfo, m.cfgTime, m.aclRules} {
 		f(c)
 	}
@@ -125,6 +140,8 @@ func (m *metrics) service(name string) *svcMetrics {
 		dryRun:    m.conns.WithLabelValues(name, "allow", "dry_run"),
 		proxy:     m.conns.WithLabelValues(name, "deny", "proxy"),
 		limited:   m.conns.WithLabelValues(name, "deny", "limit"),
+		banned:    m.conns.WithLabelValues(name, "deny", "ban"),
+		banVec:    m.banDenials, service: name, byOrigin: map[string]prometheus.Counter{},
 		rules:     rs,
 		active:    m.active.WithLabelValues(name),
 		bytesIn:   m.bytes.WithLabelValues(name, "in"),
@@ -138,6 +155,11 @@ func (m *metrics) service(name string) *svcMetrics {
 type svcMetrics struct {
 	allowed, denied, peerError, dryRun prometheus.Counter
 	proxy, limited                     prometheus.Counter
+	banned                             prometheus.Counter
+	banVec                             *prometheus.CounterVec
+	service                            string
+	banMu                              sync.Mutex
+	byOrigin                           map[string]prometheus.Counter // ban denials by origin (few)
 	rules                              *ruleSet
 	active                             prometheus.Gauge
 	bytesIn, bytesOut, upFail          prometheus.Counter
@@ -152,6 +174,20 @@ func (sm *svcMetrics) decided(ev gate.Event) {
 		sm.proxy.Inc()
 	case ev.Err != nil:
 		sm.peerError.Inc()
+	case ev.Ban != nil:
+		if ev.HandedOn {
+			sm.dryRun.Inc()
+		} else {
+			sm.banned.Inc()
+		}
+		sm.banMu.Lock()
+		c := sm.byOrigin[ev.Ban.Origin]
+		if c == nil {
+			c = sm.banVec.WithLabelValues(sm.service, ev.Ban.Origin)
+			sm.byOrigin[ev.Ban.Origin] = c
+		}
+		sm.banMu.Unlock()
+		c.Inc()
 	case ev.Limit != nil:
 		sm.limited.Inc()
 	case ev.Decision.Allowed():
@@ -207,4 +243,29 @@ func (rs *ruleSet) count(r *acl.Rule) {
 		}
 	}
 	c.Inc()
+}
+
+// watchBans exposes the live bans of t by origin, counted at scrape time.
+func (m *metrics) watchBans(t *bans.Table) {
+	m.reg.MustRegister(bansCollector{t, prometheus.NewDesc("peergate_bans_active",
+		"Live bans in the ban layer, by origin (api, auto, crowdsec).", []string{"origin"}, nil)})
+}
+
+type bansCollector struct {
+	t    *bans.Table
+	desc *prometheus.Desc
+}
+
+func (c bansCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c bansCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.t.Count()
+	for _, o := range []string{bans.OriginAPI, bans.OriginAuto, bans.OriginCrowdSec} {
+		if _, ok := n[o]; !ok {
+			n[o] = 0
+		}
+	}
+	for o, k := range n {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(k), o)
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/gate"
+	"github.com/peergate/peergate/gate/bans"
 	"github.com/peergate/peergate/gate/limit"
 	"github.com/peergate/peergate/internal/conf"
 	"github.com/peergate/peergate/internal/config"
@@ -43,6 +44,10 @@ type Server struct {
 	loaded    time.Time      // when cfg was loaded
 	m         *metrics
 	admin     *admin // nil: no admin listener
+
+	bans     *bans.Table   // the ban layer of every service
+	banDone  chan struct{} // closed by Shutdown: stops the ban goroutines
+	bansOnce sync.Once
 }
 
 // port is one listening address and the service it currently serves.
@@ -60,6 +65,7 @@ type service struct {
 	lim *limit.Limiter // nil: no per-source limits
 	log *slog.Logger   // for lines about one connection: under log_rate, with the service's name
 	m   *svcMetrics
+	ban *bans.Table // the server's ban layer
 }
 
 // New loads the config at path and opens its listeners. Nothing is served until Serve.
@@ -71,8 +77,13 @@ func New(path string, log *slog.Logger) (*Server, error) {
 	if len(cfg.Services) == 0 {
 		return nil, fmt.Errorf("%s: %w: no services to serve", path, config.ErrConfig)
 	}
+	if err := unbuilt(cfg); err != nil {
+		return nil, err
+	}
 	s := &Server{path: path, log: log, ports: map[string]*port{}, sems: map[string]chan struct{}{}, lims: map[string]*limit.Limiter{}, logLims: map[string]*logLimit{},
-		conns: map[net.Conn]struct{}{}, kids: map[*exec.Cmd]struct{}{}, m: newMetrics()}
+		conns: map[net.Conn]struct{}{}, kids: map[*exec.Cmd]struct{}{}, m: newMetrics(),
+		bans: bans.New(bans.Config{Max: cfg.MaxBans, Guard: guardOf(cfg)}), banDone: make(chan struct{})}
+	s.m.watchBans(s.bans)
 	s.m.reg.MustRegister(kernelCollector{s})
 	if err := s.apply(cfg); err != nil {
 		s.closeAll()
@@ -123,6 +134,9 @@ func (s *Server) Reload() error {
 		err = fmt.Errorf("%s: %w: no services to serve", s.path, config.ErrConfig)
 	}
 	if err == nil {
+		err = unbuilt(cfg)
+	}
+	if err == nil {
 		err = s.apply(cfg)
 	}
 	if err != nil {
@@ -166,7 +180,7 @@ func (s *Server) apply(cfg *config.File) error {
 			ll.setRate(c.LogRate)
 		}
 		logLims[c.Name] = ll // an existing one gets its new rate below, once nothing can fail
-		svc := &service{c, sem, lims[c.Name], limitedLog(s.log, ll, c.Name), s.m.service(c.Name)}
+		svc := &service{c, sem, lims[c.Name], limitedLog(s.log, ll, c.Name), s.m.service(c.Name), s.bans}
 		for _, a := range c.Listen {
 			want[a] = svc
 		}
@@ -228,6 +242,7 @@ func (s *Server) apply(cfg *config.File) error {
 	for _, c := range cfg.Services {
 		logLims[c.Name].setRate(c.LogRate)
 	}
+	s.applyBans(cfg)
 	s.cfg, s.sems, s.lims, s.logLims, s.files, s.loaded = cfg, sems, lims, logLims, sourceFiles(cfg), time.Now()
 	s.m.loaded(cfg)
 	return nil
@@ -263,6 +278,7 @@ func (s *Server) Serve() error {
 	}
 	s.mu.Unlock()
 	go s.serveAdmin()
+	go s.expireBans(s.banDone)
 	s.wg.Wait()
 	return nil
 }
@@ -459,6 +475,7 @@ const killGrace = 2 * time.Second
 // after killGrace).
 func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.closeAdmin() // last: /healthz says 503 while draining
+	defer s.bansOnce.Do(func() { close(s.banDone) })
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+const bansConfig = `
+acls:
+  lo: {default: allow, deny: [127.0.0.3]}
+never_ban: [127.0.0.1]
+services:
+  - name: echo
+    listen: ["127.0.0.1:0"]
+    acl: lo
+    upstream: %s
+admin:
+  listen: 127.0.0.1:0
+  token_file: token
+%s`
+
+// adminDo sends one admin request with the token and returns the status and body.
+func adminDo(t *testing.T, method, url, token, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestServeBansAPI drives the admin API and the CLI against a running serve: a ban denies a peer
+// the ACL allows, at once; never_ban refuses; unban lets it in again; the log, /explain and the
+// metrics name the ban; every admin request but /healthz needs the token.
+func TestServeBansAPI(t *testing.T) {
+	up, _ := echoUpstream(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "token", "s3cret\n")
+	cfg := writeFile(t, dir, "serve.yaml", fmt.Sprintf(bansConfig, up, ""))
+	p := startServe(t, cfg, "-watch", "0")
+	addr := p.addr("echo")
+	admin := p.addr("admin")
+	base := "http://" + admin
+
+	for _, tc := range []struct {
+		method, path, token, body string
+		want                      int
+		in                        string // a substring of the body
+	}{
+		{"GET", "/bans", "", "", 401, "token"},
+		{"GET", "/bans", "wrong", "", 401, "token"},
+		{"GET", "/healthz", "", "", 200, "ok"},
+		{"GET", "/bans", "s3cret", "", 200, "[]"},
+		{"POST", "/bans", "s3cret", `{"prefix":"127.0.0.1"}`, 409, "never_ban"},
+		{"POST", "/bans", "s3cret", `{"prefix":"127.0.0.0/8"}`, 409, "127.0.0.1/32"},
+		{"POST", "/bans", "s3cret", `{"prefix":"127.0.0.2/8"}`, 400, "127.0.0.0/8"},
+		{"POST", "/bans", "s3cret", `{"prefix":"nope"}`, 400, "nope"},
+		{"POST", "/bans", "s3cret", `{"prefix":"127.0.0.2","for":"soon"}`, 400, "soon"},
+		{"POST", "/bans", "s3cret", `{"prefix":"127.0.0.2","for":"1h","reason":"scanner"}`, 201, `"origin": "api"`},
+		{"DELETE", "/bans/127.0.0.9", "s3cret", "", 404, "no ban"},
+	} {
+		code, body := adminDo(t, tc.method, base+tc.path, tc.token, tc.body)
+		if code != tc.want || !strings.Contains(body, tc.in) {
+			t.Errorf("%s %s %s: %d %q, want %d with %q", tc.method, tc.path, tc.body, code, body, tc.want, tc.in)
+		}
+	}
+	if !refused(t, "127.0.0.2", addr) {
+		t.Error("banned 127.0.0.2 was served")
+	}
+	if !served(t, "127.0.0.1", addr) {
+		t.Error("127.0.0.1 was refused")
+	}
+	p.waitLog(`msg="peer denied".*peer=127\.0\.0\.2:\d+ layer=ban ban=127\.0\.0\.2/32 origin=api reason=scanner expires=20`)
+
+	code, body := adminDo(t, "GET", base+"/explain?addr=127.0.0.2&service=echo", "s3cret", "")
+	var e struct {
+		Layer, Action string
+		Ban           struct{ Prefix, Origin, Reason string }
+	}
+	json.Unmarshal([]byte(body), &e)
+	if code != 200 || e.Layer != "ban" || e.Action != "deny" || e.Ban.Prefix != "127.0.0.2/32" || e.Ban.Reason != "scanner" {
+		t.Errorf("explain 127.0.0.2: %d %s", code, body)
+	}
+	code, body = adminDo(t, "GET", base+"/explain?addr=127.0.0.3", "s3cret", "")
+	if code != 200 || !strings.Contains(body, `"layer": "acl"`) || !strings.Contains(body, `"rule": "127.0.0.3/32"`) {
+		t.Errorf("explain 127.0.0.3: %d %s", code, body)
+	}
+
+	// The CLI, reading the admin address and token from the config.
+	for _, tc := range []struct {
+		args   []string
+		status int
+		out    string
+	}{
+		{[]string{"ban", "-config", cfg, "-admin", admin, "-for", "10m", "-reason", "cli", "127.0.0.4", "::ffff:127.0.0.5"}, 0, "banned 127.0.0.5/32"},
+		{[]string{"ban", "-config", cfg, "-admin", admin, "127.0.0.1"}, 1, ""},
+		{[]string{"ban", "-admin", admin, "127.0.0.6"}, 2, ""}, // no token
+		{[]string{"bans", "-admin", admin, "-token-file", dir + "/token"}, 0, "127.0.0.4/32  api"},
+		{[]string{"unban", "-config", cfg, "-admin", admin, "127.0.0.2", "127.0.0.4"}, 0, "unbanned 127.0.0.4"},
+		{[]string{"unban", "-config", cfg, "-admin", admin, "127.0.0.2"}, 1, ""},
+		{[]string{"ban", "-config", cfg, "-admin", admin, "10.0.0.1/8"}, 2, ""},
+	} {
+		out, errs, status := runBin(t, tc.args...)
+		if status != tc.status || !strings.Contains(out, tc.out) {
+			t.Errorf("peergate %q: status %d, out %q, err %q; want %d and %q", tc.args, status, out, errs, tc.status, tc.out)
+		}
+	}
+	if !served(t, "127.0.0.2", addr) {
+		t.Error("unbanned 127.0.0.2 still refused")
+	}
+	if !refused(t, "127.0.0.5", addr) {
+		t.Error("127.0.0.5, banned as ::ffff:127.0.0.5, was served")
+	}
+	// Metrics, with the token.
+	req, _ := http.NewRequest("GET", base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`peergate_bans_active{origin="api"} 1`,
+		`peergate_ban_denials_total{origin="api",service="echo"} 2`,
+		`peergate_connections_total{reason="ban",service="echo",verdict="deny"} 2`,
+		`peergate_bans_refused_total{reason="guarded"} 3`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// TestServeBanExpires: a ban with a short expiry stops applying by itself.
+func TestServeBanExpires(t *testing.T) {
+	up, _ := echoUpstream(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "token", "s3cret\n")
+	cfg := writeFile(t, dir, "serve.yaml", fmt.Sprintf(bansConfig, up, ""))
+	p := startServe(t, cfg, "-watch", "0")
+	addr := p.addr("echo")
+	base := "http://" + p.addr("admin")
+	if code, body := adminDo(t, "POST", base+"/bans", "s3cret", `{"prefix":"127.0.0.2","for":"1s"}`); code != 201 {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	if !refused(t, "127.0.0.2", addr) {
+		t.Fatal("banned 127.0.0.2 was served")
+	}
+	deadline := time.Now().Add(3 * time.Second) // 1 s of ban, and it must stop within 1 s more
+	for !served(t, "127.0.0.2", addr) {
+		if time.Now().After(deadline) {
+			t.Fatal("ban still applies 2 s after it expired")
+		}
+		time.Sleep(50 * time.Millisecond) // polling for a condition, with a deadline
+	}
+	for {
+		_, body := adminDo(t, "GET", base+"/bans", "s3cret", "")
+		if strings.TrimSpace(body) == "[]" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("expired ban still listed: %s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
