@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +178,47 @@ func TestServeBanExpires(t *testing.T) {
 			t.Fatalf("expired ban still listed: %s", body)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestServeBansKernelFilter: with the eBPF filter, a ban made through the API is mirrored into
+// the kernel (the banned peer's SYN is dropped), and unbanning takes it out again.
+func TestServeBansKernelFilter(t *testing.T) {
+	up, _ := echoUpstream(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "token", "s3cret\n")
+	text := strings.Replace(fmt.Sprintf(bansConfig, up, ""), "    upstream: "+up+"\n", "    upstream: "+up+"\n    kernel_filter: ebpf\n", 1)
+	cfg := writeFile(t, dir, "serve.yaml", text)
+	p := startProc(t, bin, "serve", "-config", cfg, "-watch", "0")
+	p.waitLogs(`msg=listening service=admin`)
+	p.mu.Lock()
+	log := strings.Join(p.log, "\n")
+	p.mu.Unlock()
+	if !strings.Contains(log, "backend=ebpf") {
+		t.Skipf("no eBPF socket filter here: %s", log)
+	}
+	addr := regexp.MustCompile(`msg=listening service=echo addr=(\S+)`).FindStringSubmatch(log)[1]
+	base := "http://" + regexp.MustCompile(`msg=listening service=admin addr=(\S+)`).FindStringSubmatch(log)[1]
+	if code, body := adminDo(t, "POST", base+"/bans", "s3cret", `{"prefix":"127.0.0.2"}`); code != 201 {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !dropped(t, "127.0.0.2", addr) {
+		if time.Now().After(deadline) {
+			t.Fatal("banned 127.0.0.2 still completes the handshake: the ban is not in the kernel filter")
+		}
+	}
+	if !served(t, "127.0.0.1", addr) {
+		t.Fatal("127.0.0.1 not served")
+	}
+	if code, _ := adminDo(t, "DELETE", base+"/bans/127.0.0.2", "s3cret", ""); code != 204 {
+		t.Fatal("DELETE failed")
+	}
+	deadline = time.Now().Add(2 * time.Second)
+	for !served(t, "127.0.0.2", addr) {
+		if time.Now().After(deadline) {
+			t.Fatal("unbanned 127.0.0.2 still not served")
+		}
+		time.Sleep(20 * time.Millisecond) // polling for a condition, with a deadline
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate"
+	"github.com/peergate/peergate/gate/bans"
 	"github.com/peergate/peergate/gate/kfilter"
 	"github.com/peergate/peergate/internal/config"
 	"golang.org/x/sys/unix"
@@ -26,13 +27,15 @@ type gated interface {
 
 type gateListener struct {
 	*gate.Listener
-	log *slog.Logger
-	rc  syscall.RawConn // the TCP listening socket, for the kernel filter; nil for Unix sockets
+	log  *slog.Logger
+	rc   syscall.RawConn // the TCP listening socket, for the kernel filter; nil for Unix sockets
+	bans *bans.Table     // the ban layer the eBPF filter mirrors
 
 	mu      sync.Mutex    // guards what follows, read by /metrics and /config
 	backend string        // the kernel filter attached: "", "ebpf" or "cbpf"
 	ebpf    *kfilter.EBPF // the eBPF filter attached; nil when none
 	gone    [2]uint64     // packets dropped (IPv4, IPv6) by eBPF filters of this listener closed before
+	feed    *banFeed      // mirrors the ban layer into the eBPF filter; nil until one is attached
 }
 
 // newGate wraps ln in a gate configured for svc. It fails only when svc requires a kernel filter
@@ -52,6 +55,10 @@ func (g *gateListener) Close() error {
 	g.mu.Lock()
 	g.closeEBPF()
 	g.backend = ""
+	if g.feed != nil {
+		g.feed.close()
+		g.feed = nil
+	}
 	g.mu.Unlock()
 	return err
 }
@@ -70,6 +77,9 @@ func (g *gateListener) Configure(svc *service) error {
 	}
 	if svc.ban != nil {
 		opts.Bans = svc.ban
+		g.mu.Lock()
+		g.bans = svc.ban
+		g.mu.Unlock()
 	}
 	g.SetPolicy(svc.ACL.ACL, opts) // one store: no connection is judged by half of a reload
 	if g.rc == nil {
@@ -151,6 +161,12 @@ func (g *gateListener) useEBPF(a *acl.ACL) error {
 		return err
 	}
 	g.ebpf, g.backend = f, "ebpf"
+	if g.bans != nil {
+		if g.feed == nil {
+			g.feed = newBanFeed(g.bans, g.log.With("listen", g.Addr().String()))
+		}
+		g.feed.use(f)
+	}
 	return nil
 }
 
@@ -158,6 +174,9 @@ func (g *gateListener) useEBPF(a *acl.ACL) error {
 func (g *gateListener) closeEBPF() {
 	if g.ebpf == nil {
 		return
+	}
+	if g.feed != nil {
+		g.feed.use(nil)
 	}
 	if v4, v6, err := g.ebpf.Dropped(); err == nil {
 		g.gone[0] += v4
