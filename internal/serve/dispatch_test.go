@@ -27,35 +27,6 @@ func writeConfig(t *testing.T, dir, text string) string {
 	return path
 }
 
-// run starts a Server for the config at path and shuts it down at the end of the test.
-func run(t *testing.T, path string) *Server {
-	t.Helper()
-	s, err := New(path, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { s.Serve(); close(done) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		<-done
-	})
-	return s
-}
-
-// freeAddr returns a loopback address with a port nothing listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // echoes reports whether a client from src reaches an echoing upstream through addr (true), or is
 // closed without a byte (false).
 func echoes(t *testing.T, src, addr string) bool {
@@ -75,7 +46,7 @@ func echoes(t *testing.T, src, addr string) bool {
 // take the listener, and with it the earlier one's clients.)
 func TestListenOverlapServe(t *testing.T) {
 	up := upstream(t, "echo")
-	strict, open := freeAddr(t), freeAddr(t)
+	strict, open := closedPort(t), closedPort(t)
 	cfg := func(openListen string) string {
 		return fmt.Sprintf("acls:\n  lo1: {default: deny, allow: [127.0.0.1]}\n  lo: {default: deny, allow: [127.0.0.0/8]}\n"+
 			"services:\n  - name: strict\n    listen: [%q]\n    acl: lo1\n    upstream: %s\n"+
@@ -89,12 +60,11 @@ func TestListenOverlapServe(t *testing.T) {
 		}
 		t.Fatalf("New with an overlap: %v", err)
 	}
-	path := writeConfig(t, dir, cfg(fmt.Sprintf("%q", open)))
-	s := run(t, path)
+	s := startLogged(t, cfg(fmt.Sprintf("%q", open)), slog.NewTextHandler(io.Discard, nil))
 	if !echoes(t, "127.0.0.2", open) || echoes(t, "127.0.0.2", strict) || !echoes(t, "127.0.0.1", strict) {
 		t.Fatal("services not as configured before the reload")
 	}
-	writeConfig(t, dir, bad)
+	writeConfig(t, filepath.Dir(s.path), bad)
 	if err := s.Reload(); !errors.Is(err, config.ErrListenOverlap) {
 		t.Fatalf("Reload with an overlap: %v", err)
 	}
@@ -113,6 +83,12 @@ func namedUpstream(t *testing.T, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sayName(t, ln, name)
+	return ln.Addr().String()
+}
+
+// sayName writes name to each client of ln and closes it, until the test ends.
+func sayName(t *testing.T, ln net.Listener, name string) {
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -124,7 +100,6 @@ func namedUpstream(t *testing.T, name string) string {
 			c.Close()
 		}
 	}()
-	return ln.Addr().String()
 }
 
 // hookListener runs the armed hook, once, after its inner Accept returned a connection and before
@@ -173,10 +148,9 @@ func TestReloadDispatch(t *testing.T) {
 				return fmt.Sprintf("acls:\n  a: {default: deny, allow: %s}\nservices:\n  - name: s\n    listen: [\"127.0.0.1:0\"]\n"+
 					"    acl: a\n    upstream: %s\n%s", allow, up, tc.extra)
 			}
-			dir := t.TempDir()
-			s := run(t, writeConfig(t, dir, cfg(tc.before, oldUp)))
+			s := startLogged(t, cfg(tc.before, oldUp), slog.NewTextHandler(io.Discard, nil))
 			addr := s.Addrs()["s"][0].String()
-			writeConfig(t, dir, cfg(tc.after, newUp))
+			writeConfig(t, filepath.Dir(s.path), cfg(tc.after, newUp))
 			reloaded := make(chan error, 1)
 			hook := func() { reloaded <- s.Reload() }
 			armed.Store(&hook)
@@ -210,17 +184,7 @@ func unixServer(t *testing.T, path, name string) {
 		t.Fatal(err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false) // what the test left there is checked after
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, name)
-			c.Close()
-		}
-	}()
+	sayName(t, ln, name)
 }
 
 // unixAnswer returns what the server on the Unix socket path says, or "" when it says nothing.
