@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/peergate/peergate/internal/version"
@@ -43,8 +46,8 @@ func init() {
 			"TCP Wrappers' rules for one daemon as an ACL file", "0 written / 2 cannot be translated", cmdConvert},
 		{"version", "",
 			"the module version, VCS revision and time, and Go version of this binary", "0", cmdVersion},
-		{"help", "[COMMAND]",
-			"this list, or one command's usage and flags", "0 / 2 unknown command", cmdHelp},
+		{"help", "[-man DIR] [COMMAND]",
+			"this list, or one command's usage and flags; -man writes the man pages", "0 / 2 unknown command", cmdHelp},
 	}
 }
 
@@ -70,17 +73,29 @@ func lookup(name string) (command, bool) {
 
 // cmdHelp prints the usage of every command, or of the one named.
 func cmdHelp(args []string, stdout, stderr io.Writer) int {
-	switch {
-	case len(args) == 0:
+	f := bareFlags("help", stderr)
+	man := f.String("man", "", "write a man page for peergate and one for each command into `DIR` instead")
+	if !f.parse(args) {
+		return f.exit
+	}
+	if *man != "" {
+		if err := writeManPages(*man); err != nil {
+			return fail(stderr, "help", err)
+		}
+		return exitOK
+	}
+	switch f.NArg() {
+	case 0:
 		fmt.Fprint(stdout, usage())
 		return exitOK
-	case len(args) > 1:
-		fmt.Fprintln(stderr, "usage: peergate help [COMMAND]")
+	case 1:
+	default:
+		f.Usage()
 		return exitError
 	}
-	c, ok := lookup(args[0])
+	c, ok := lookup(f.Arg(0))
 	if !ok {
-		fmt.Fprintf(stderr, "peergate help: unknown command %q\n%s", args[0], usage())
+		fmt.Fprintf(stderr, "peergate help: unknown command %q\n%s", f.Arg(0), usage())
 		return exitError
 	}
 	if c.name == "help" {
@@ -88,6 +103,64 @@ func cmdHelp(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	return c.run([]string{"-h"}, stdout, stdout) // asked for: the usage is the output
+}
+
+// writeManPages writes peergate.1 and peergate-COMMAND.1 for every command into dir: the man pages
+// are made from the command table and each command's flags, so they cannot drift from them.
+func writeManPages(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	v := version.Get().Version
+	var see []string
+	for _, c := range commands {
+		see = append(see, `\fBpeergate-`+c.name+`\fR(1)`)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, ".TH PEERGATE 1 \"\" \"peergate %s\" \"User Commands\"\n", v)
+	b.WriteString(".SH NAME\npeergate \\- an address access-control gate for TCP services\n")
+	b.WriteString(".SH SYNOPSIS\n.B peergate\n.I COMMAND\n[\\fIFLAGS\\fR] [\\fIARGS\\fR]\n")
+	b.WriteString(".SH DESCRIPTION\nAfter accept, peergate asks the kernel who the peer is (getpeername(2) on the connected socket), " +
+		"judges that address against a CIDR allow/deny list (the most specific prefix decides), and closes the connection or hands it on.\n")
+	b.WriteString(".SH COMMANDS\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, ".TP\n.B peergate %s\n%s\n", manEscape(strings.TrimSpace(c.name+" "+c.synopsis)), manEscape(c.summary))
+	}
+	b.WriteString(".SH SEE ALSO\n" + strings.Join(see, ", ") + "\n")
+	if err := os.WriteFile(filepath.Join(dir, "peergate.1"), []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	for _, c := range commands {
+		var flags bytes.Buffer
+		c.run([]string{"-h"}, &flags, &flags)
+		_, opts, _ := strings.Cut(flags.String(), "flags:\n")
+		b.Reset()
+		fmt.Fprintf(&b, ".TH PEERGATE-%s 1 \"\" \"peergate %s\" \"User Commands\"\n", strings.ToUpper(c.name), v)
+		fmt.Fprintf(&b, ".SH NAME\npeergate-%s \\- %s\n", c.name, manEscape(c.summary))
+		fmt.Fprintf(&b, ".SH SYNOPSIS\n.B peergate %s\n%s\n", c.name, manEscape(c.synopsis))
+		if opts != "" {
+			fmt.Fprintf(&b, ".SH OPTIONS\n.nf\n%s.fi\n", manEscape(opts))
+		}
+		fmt.Fprintf(&b, ".SH EXIT STATUS\n%s\n", manEscape(c.exits))
+		b.WriteString(".SH SEE ALSO\n\\fBpeergate\\fR(1)\n")
+		if err := os.WriteFile(filepath.Join(dir, "peergate-"+c.name+".1"), []byte(b.String()), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// manEscape makes s safe as troff text: backslashes doubled, and a leading dot or quote (a
+// request) guarded on every line.
+func manEscape(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\e`)
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, ".") || strings.HasPrefix(l, "'") {
+			lines[i] = `\&` + l
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // cmdVersion prints which build this is.

@@ -22,8 +22,8 @@
 //	    TCP Wrappers' rules for one daemon as an ACL file
 //	peergate version
 //	    the module version, VCS revision and time, and Go version of this binary
-//	peergate help [COMMAND]
-//	    this list, or one command's usage and flags
+//	peergate help [-man DIR] [COMMAND]
+//	    this list, or one command's usage and flags; -man writes the man pages
 //
 // Every -config takes a bare ACL file or a serve file; see README.md for both formats.
 package main
