@@ -22,6 +22,9 @@ var (
 	// ErrSecondDocument: a file holds more than one YAML document (content after "---" or
 	// "..."); only one is read, so the file is refused. It wraps ErrSyntax.
 	ErrSecondDocument = conf.ErrSecondDocument
+	ErrNotRegular     = conf.ErrNotRegular // a file to load is a FIFO, a device or a directory
+	ErrTooBig         = conf.ErrTooBig     // a file to load is over the Loader's MaxFileSize
+	ErrUnsettled      = conf.ErrUnsettled  // a file to load kept changing while it was read
 )
 
 // PosError is an error at a place in a file: the file, the 1-based line (0 when the whole file is

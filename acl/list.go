@@ -3,9 +3,9 @@ package acl
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/peergate/peergate/internal/conf"
 )
@@ -56,9 +56,14 @@ func parseList(name string, r io.Reader, act Action, hint int) ([]Rule, error) {
 	return rules, nil
 }
 
-// LoadList reads the list file at path with ParseList.
+// LoadList reads the list file at path with ParseList, as a default Loader reads files.
 func LoadList(path string, act Action) ([]Rule, error) {
-	data, err := os.ReadFile(path)
+	return new(Loader).LoadList(context.Background(), path, act)
+}
+
+// LoadList is the package's LoadList, with the Loader's bounds and ctx.
+func (l *Loader) LoadList(ctx context.Context, path string, act Action) ([]Rule, error) {
+	data, err := l.ReadFile(ctx, path)
 	if err != nil {
 		return nil, err
 	}

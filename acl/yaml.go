@@ -1,10 +1,11 @@
 package acl
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/peergate/peergate/internal/conf"
 	"gopkg.in/yaml.v3"
@@ -34,27 +35,89 @@ func Load(path string) (*ACL, error) {
 //
 // The format is strict: unknown and duplicate keys are errors. Every error names the file, the line
 // and the offending value, and wraps one of the package's sentinel errors.
+//
+// Files are read as a default Loader reads them: see Loader for the bounds.
 func LoadSpec(path string) (Spec, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Spec{}, err
-	}
-	return ParseSpec(path, data)
+	return new(Loader).LoadSpec(context.Background(), path)
 }
 
 // ParseSpec parses data as the YAML ACL file name (see LoadSpec). Includes are read from the
 // directory of name.
 func ParseSpec(name string, data []byte) (Spec, error) {
-	root, err := conf.Parse(name, data)
-	if err != nil {
-		return Spec{}, err
-	}
-	return SpecFromNode(name, root)
+	return new(Loader).ParseSpec(context.Background(), name, data)
 }
 
 // SpecFromNode reads an ACL from a YAML mapping node of file name, as LoadSpec does. It is
 // exported for loaders of larger files that embed ACLs, such as peergate's serve config.
 func SpecFromNode(name string, n *yaml.Node) (Spec, error) {
+	return new(Loader).SpecFromNode(context.Background(), name, n)
+}
+
+// DefaultMaxFileSize is the bound on one file's size of a Loader that sets none: 1 GiB.
+const DefaultMaxFileSize = conf.DefaultMaxFileSize
+
+// Source is what a Loader saw of one file it read or tried to read (see Loader.Sources).
+type Source = conf.Source
+
+// A Loader reads ACL files and the list files they include; the package-level loaders use a zero
+// Loader. Every file goes through one reader that fails closed:
+//   - only regular files are read: a FIFO, a device (/dev/zero, /dev/urandom) or a directory is
+//     refused before it is opened (ErrNotRegular), so a load can neither hang nor read forever;
+//   - a file over MaxFileSize bytes is refused (ErrTooBig);
+//   - a file that changes while it is read (a list rewritten in place), or that was written
+//     moments before, is read again once it is left alone; one that keeps changing fails the
+//     load (ErrUnsettled) rather than yield half-written rules;
+//   - the context passed to each method, checked between chunks of a file, cancels a load.
+//
+// A Loader records every file it read or tried to read (see Sources), so that a caller can watch
+// them all for changes. Its methods may be called from several goroutines.
+type Loader struct {
+	MaxFileSize int64 // the most bytes one file may hold; 0: DefaultMaxFileSize
+
+	mu      sync.Mutex
+	sources []Source
+}
+
+// Sources returns what the Loader saw of every file it read or tried to read so far, in the
+// order read: identity, size and times at the moment it read each one, or Exists false for a
+// file it could not find. A file whose stat no longer matches (Source.Changed) would load
+// differently now.
+func (l *Loader) Sources() []Source {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Source(nil), l.sources...)
+}
+
+// ReadFile reads the file at path under the Loader's bounds and records it among Sources. It is
+// exported for loaders of larger files that embed ACLs, which read those files with it.
+func (l *Loader) ReadFile(ctx context.Context, path string) ([]byte, error) {
+	data, src, err := conf.ReadFile(ctx, path, l.MaxFileSize)
+	l.mu.Lock()
+	l.sources = append(l.sources, src)
+	l.mu.Unlock()
+	return data, err
+}
+
+// LoadSpec is the package's LoadSpec, with the Loader's bounds and ctx.
+func (l *Loader) LoadSpec(ctx context.Context, path string) (Spec, error) {
+	data, err := l.ReadFile(ctx, path)
+	if err != nil {
+		return Spec{}, err
+	}
+	return l.ParseSpec(ctx, path, data)
+}
+
+// ParseSpec is the package's ParseSpec, with the Loader's bounds and ctx.
+func (l *Loader) ParseSpec(ctx context.Context, name string, data []byte) (Spec, error) {
+	root, err := conf.Parse(name, data)
+	if err != nil {
+		return Spec{}, err
+	}
+	return l.SpecFromNode(ctx, name, root)
+}
+
+// SpecFromNode is the package's SpecFromNode, with the Loader's bounds and ctx.
+func (l *Loader) SpecFromNode(ctx context.Context, name string, n *yaml.Node) (Spec, error) {
 	var errs conf.Errors
 	var spec Spec
 	haveDefault := false
@@ -78,7 +141,7 @@ func SpecFromNode(name string, n *yaml.Node) (Spec, error) {
 			}
 		case "include":
 			for _, item := range conf.Sequence(name, v, &errs) {
-				if rules := include(name, item, &errs); len(spec.Rules) == 0 {
+				if rules := l.include(ctx, name, item, &errs); len(spec.Rules) == 0 {
 					spec.Rules = rules // a big list: no copy
 				} else {
 					spec.Rules = append(spec.Rules, rules...)
@@ -98,7 +161,7 @@ func SpecFromNode(name string, n *yaml.Node) (Spec, error) {
 }
 
 // include reads one {path, action} entry and the list file it names.
-func include(name string, n *yaml.Node, errs *conf.Errors) []Rule {
+func (l *Loader) include(ctx context.Context, name string, n *yaml.Node, errs *conf.Errors) []Rule {
 	var path string
 	var pathLine int
 	var act Action
@@ -124,7 +187,7 @@ func include(name string, n *yaml.Node, errs *conf.Errors) []Rule {
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(filepath.Dir(name), path)
 	}
-	rules, err := LoadList(path, act)
+	rules, err := l.LoadList(ctx, path, act)
 	if err != nil {
 		var pe *PosError
 		if !errors.As(err, &pe) { // the file itself could not be read

@@ -14,7 +14,8 @@ import (
 
 // cmdServe runs the services of the config until SIGTERM or SIGINT, then drains open connections up
 // to the config's drain_timeout and exits 0. SIGHUP or a change of the config (or of a file its
-// rules came from) reloads it; an invalid file keeps the running config.
+// rules came from) reloads it; an invalid file keeps the running config. SIGTERM is served while a
+// reload runs, and cancels it.
 func cmdServe(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("serve", stderr).withLog()
 	watch := f.Duration("watch", time.Second, "how often to check the config files for changes (0: only on SIGHUP)")
@@ -31,11 +32,25 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	// ctx ends with SIGTERM: it stops the watcher and cancels a load still running.
 	ctx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	if *watch > 0 {
 		go srv.Watch(ctx, *watch)
 	}
+	// SIGHUP reloads off this loop, so that SIGTERM is served while a load runs: one reload at a
+	// time, and SIGHUPs that come during one make a single reload after it.
+	hup := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				srv.ReloadContext(ctx)
+			}
+		}
+	}()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
 	for name, addrs := range srv.Addrs() {
@@ -48,11 +63,14 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			srv.Reload()
+			select {
+			case hup <- struct{}{}:
+			default: // one is pending already
+			}
 			continue
 		}
 		log.Info("stopping", "signal", sig.String())
-		stopWatch()
+		stopWatch() // a load that is still running stops; Shutdown refuses to apply one that finishes
 		dctx, cancel := context.WithTimeout(context.Background(), srv.DrainTimeout())
 		srv.Shutdown(dctx)
 		cancel()

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -54,6 +55,12 @@ type File struct {
 	Services     []*Service
 	DrainTimeout time.Duration // how long SIGTERM waits for open connections
 	Admin        *Admin        // nil: no admin listener
+	MaxFileSize  int64         // max_file_size: the most bytes of one file the load reads; 0: the default
+
+	// Sources holds what the load saw of every file it read or tried to read (this file, ACL
+	// files, includes, whether they produced rules or not), as each was when it was read: a
+	// watcher compares them with the files now to know when to load again.
+	Sources []acl.Source
 
 	// The ban layer (runtime bans in front of every service's ACL).
 	NeverBan []netip.Prefix // never_ban: addresses no ban may cover (the lockout guard)
@@ -167,18 +174,40 @@ const (
 	FilterRequired = "required" // the eBPF or the classic filter, or refuse the config
 )
 
+// DefaultMaxFileSize is max_file_size when the file does not set it.
+const DefaultMaxFileSize = acl.DefaultMaxFileSize
+
 // Load reads the file at path.
 func Load(path string) (*File, error) {
-	data, err := os.ReadFile(path)
+	f, _, err := LoadContext(context.Background(), path)
+	return f, err
+}
+
+// LoadContext reads the file at path, and the files it names, as Load does; ctx cancels the load.
+// Files are read through an acl.Loader, which refuses what is not a regular file, a file over
+// max_file_size, and a file that keeps changing while it is read. It returns what the load saw of
+// every file it read or tried to read, on error too (then the files to watch for a fix).
+func LoadContext(ctx context.Context, path string) (*File, []acl.Source, error) {
+	l := new(acl.Loader)
+	data, err := l.ReadFile(ctx, path)
 	if err != nil {
-		return nil, err
+		return nil, l.Sources(), err
 	}
-	return Parse(path, data)
+	f, err := parse(ctx, l, path, data)
+	if err != nil {
+		return nil, l.Sources(), err
+	}
+	f.Sources = l.Sources()
+	return f, f.Sources, nil
 }
 
 // Parse reads data as the config file path. Relative paths inside it (includes, ACL files,
 // programs) are relative to the directory of path.
 func Parse(path string, data []byte) (*File, error) {
+	return parse(context.Background(), new(acl.Loader), path, data)
+}
+
+func parse(ctx context.Context, l *acl.Loader, path string, data []byte) (*File, error) {
 	root, err := conf.Parse(path, data)
 	if err != nil {
 		return nil, err
@@ -186,7 +215,7 @@ func Parse(path string, data []byte) (*File, error) {
 	sum := sha256.Sum256(data)
 	f := &File{Path: path, Hash: hex.EncodeToString(sum[:]), DrainTimeout: DefaultDrainTimeout, MaxBans: DefaultMaxBans}
 	if root.Kind == yaml.MappingNode && !hasKey(root, "services") && !hasKey(root, "acls") {
-		spec, err := acl.SpecFromNode(path, root)
+		spec, err := l.SpecFromNode(ctx, path, root)
 		if err != nil {
 			return nil, err
 		}
@@ -200,14 +229,31 @@ func Parse(path string, data []byte) (*File, error) {
 	}
 	var errs conf.Errors
 	var services, admin *yaml.Node
+	if root.Kind == yaml.MappingNode {
+		// Before acls, whose files it bounds, wherever it is written.
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			if k, v := root.Content[i], root.Content[i+1]; k.Value == "max_file_size" {
+				if word, ok := conf.Scalar(path, v, &errs); ok {
+					n, err := ParseSize(word)
+					if err != nil {
+						errs.At(path, v.Line, word, err)
+					}
+					f.MaxFileSize = n
+				}
+				break
+			}
+		}
+	}
+	l.MaxFileSize = f.MaxFileSize
 	conf.Mapping(path, root, &errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "acls":
 			conf.Mapping(path, v, &errs, func(name string, k, v *yaml.Node) {
-				if a := loadACL(path, name, k, v, &errs); a != nil {
+				if a := loadACL(ctx, l, path, name, k, v, &errs); a != nil {
 					f.ACLs = append(f.ACLs, a)
 				}
 			})
+		case "max_file_size": // read above
 		case "services":
 			services = v // after acls, which services refer to, wherever it is written
 		case "drain_timeout":
@@ -227,7 +273,7 @@ func Parse(path string, data []byte) (*File, error) {
 		case "crowdsec":
 			f.CrowdSec = f.crowdsec(v, &errs)
 		default:
-			conf.Unknown(&errs, path, k, "acls, services, drain_timeout, admin, never_ban, max_bans, state_dir or crowdsec")
+			conf.Unknown(&errs, path, k, "acls, services, drain_timeout, admin, never_ban, max_bans, state_dir, crowdsec or max_file_size")
 		}
 	})
 	if admin != nil {
@@ -264,7 +310,7 @@ func hasKey(n *yaml.Node, key string) bool {
 }
 
 // loadACL reads one entry of "acls": an inline ACL, or the path of an ACL file.
-func loadACL(path, name string, k, v *yaml.Node, errs *conf.Errors) *ACL {
+func loadACL(ctx context.Context, l *acl.Loader, path, name string, k, v *yaml.Node, errs *conf.Errors) *ACL {
 	var spec acl.Spec
 	var err error
 	if v.Kind == yaml.ScalarNode {
@@ -272,13 +318,13 @@ func loadACL(path, name string, k, v *yaml.Node, errs *conf.Errors) *ACL {
 		if !filepath.IsAbs(file) {
 			file = filepath.Join(filepath.Dir(path), file)
 		}
-		spec, err = acl.LoadSpec(file)
+		spec, err = l.LoadSpec(ctx, file)
 		var pe *acl.PosError
 		if err != nil && !errors.As(err, &pe) { // the file itself could not be read
 			err = &acl.PosError{File: path, Line: v.Line, Value: v.Value, Err: fmt.Errorf("%w: %w", acl.ErrInclude, err)}
 		}
 	} else {
-		spec, err = acl.SpecFromNode(path, v)
+		spec, err = l.SpecFromNode(ctx, path, v)
 	}
 	if err != nil {
 		errs.Add(err)
@@ -617,6 +663,28 @@ func count(path string, v *yaml.Node, errs *conf.Errors, key string) int {
 		errs.At(path, v.Line, word, fmt.Errorf("%w: %s must be a whole number, 0 for none", ErrConfig, key))
 	}
 	return n
+}
+
+// ErrSize marks a size that ParseSize cannot read.
+var ErrSize = errors.New("want a size such as 1GiB, 512MiB, 100MB or 65536 (bytes)")
+
+// sizeUnits are the units ParseSize knows, in bytes.
+var sizeUnits = map[string]int64{"": 1, "B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+	"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+// ParseSize reads a size: a whole number of bytes, or of a unit (kB, MB, GB, TB; KiB, MiB, GiB, TiB),
+// such as "1GiB" or "100MB". It must be more than 0.
+func ParseSize(s string) (int64, error) {
+	i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	if i < 0 {
+		i = len(s)
+	}
+	unit, ok := sizeUnits[strings.TrimSpace(s[i:])]
+	n, err := strconv.ParseInt(s[:i], 10, 64)
+	if !ok || err != nil || n <= 0 || n > math.MaxInt64/unit {
+		return 0, fmt.Errorf("%w: %w", ErrConfig, ErrSize)
+	}
+	return n * unit, nil
 }
 
 // ErrRate marks a rate that ParseRate cannot read.

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/gate/bans"
 	"github.com/peergate/peergate/gate/limit"
@@ -38,7 +39,8 @@ type Server struct {
 	logLims   map[string]*logLimit      // log_rate limiters, by service name
 	conns     map[net.Conn]struct{}
 	kids      map[*exec.Cmd]struct{}
-	files     []string // what Watch polls: the config and the files its rules came from
+	sources   []acl.Source // what Watch polls: every file the last load read or tried to read
+	afterLoad func()       // tests: called by Reload between load and apply
 	closing   bool
 	wg        sync.WaitGroup // accept loops, connections and children
 	loaded    time.Time      // when cfg was loaded
@@ -70,7 +72,7 @@ type service struct {
 
 // New loads the config at path and opens its listeners. Nothing is served until Serve.
 func New(path string, log *slog.Logger) (*Server, error) {
-	cfg, err := config.Load(path)
+	cfg, _, err := config.LoadContext(context.Background(), path)
 	if err != nil {
 		return nil, err
 	}
@@ -124,12 +126,25 @@ func (s *Server) DrainTimeout() time.Duration {
 // Reload reads the config file again and applies it: new rules take effect for the next accepted
 // connection, listeners whose address is unchanged stay open, open connections stay up. An
 // invalid file changes nothing and its error is returned (and logged).
-func (s *Server) Reload() error {
+func (s *Server) Reload() error { return s.ReloadContext(context.Background()) }
+
+// ReloadContext is Reload, cancelled by ctx: a load still reading files when ctx is done stops,
+// changes nothing and returns ctx's error.
+func (s *Server) ReloadContext(ctx context.Context) error {
 	// One reload at a time, load to apply: SIGHUP and the file watcher may both call Reload, and
 	// an older file must never be applied after a newer one.
 	s.reloading.Lock()
 	defer s.reloading.Unlock()
-	cfg, err := config.Load(s.path)
+	cfg, sources, err := config.LoadContext(ctx, s.path)
+	// What this load read, as it was when read, whether the load worked or not: a file that
+	// changes after it was read (during the load, too) or that is fixed after it failed, brings
+	// another reload.
+	s.mu.Lock()
+	s.sources = sources
+	s.mu.Unlock()
+	if s.afterLoad != nil {
+		s.afterLoad()
+	}
 	if err == nil && len(cfg.Services) == 0 {
 		err = fmt.Errorf("%s: %w: no services to serve", s.path, config.ErrConfig)
 	}
@@ -140,6 +155,10 @@ func (s *Server) Reload() error {
 		err = s.apply(cfg)
 	}
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			s.log.Warn("config reload cancelled; keeping the running config", "file", s.path)
+			return err
+		}
 		s.m.reloads.WithLabelValues("failure").Inc()
 		s.log.Error("config reload failed; keeping the running config", "file", s.path, "err", err)
 		return err
@@ -243,7 +262,7 @@ func (s *Server) apply(cfg *config.File) error {
 		logLims[c.Name].setRate(c.LogRate)
 	}
 	s.applyBans(cfg)
-	s.cfg, s.sems, s.lims, s.logLims, s.files, s.loaded = cfg, sems, lims, logLims, sourceFiles(cfg), time.Now()
+	s.cfg, s.sems, s.lims, s.logLims, s.sources, s.loaded = cfg, sems, lims, logLims, cfg.Sources, time.Now()
 	s.m.loaded(cfg)
 	return nil
 }

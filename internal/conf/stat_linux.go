@@ -1,0 +1,17 @@
+package conf
+
+import (
+	"io/fs"
+	"syscall"
+)
+
+// openFlags: a FIFO opened for reading does not wait for a writer, nor a terminal become ours.
+const openFlags = syscall.O_NONBLOCK | syscall.O_NOCTTY
+
+// sysStat returns the device, inode and change time (ns) of fi.
+func sysStat(fi fs.FileInfo) (dev, ino uint64, ctime int64) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Dev), st.Ino, st.Ctim.Nano()
+	}
+	return 0, 0, 0
+}
