@@ -1,0 +1,120 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/peergate/peergate/acl"
+)
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64 // 0: an error
+	}{
+		{"1", 1}, {"65536", 65536}, {"100B", 100}, {"1kB", 1000}, {"1KB", 1000}, {"2MB", 2e6}, {"3GB", 3e9}, {"1TB", 1e12},
+		{"1KiB", 1024}, {"512MiB", 512 << 20}, {"1GiB", 1 << 30}, {"2TiB", 2 << 40}, {"1 GiB", 1 << 30},
+		{"", 0}, {"0", 0}, {"-1", 0}, {"GiB", 0}, {"1.5GiB", 0}, {"1gib", 0}, {"1 G", 0}, {"lots", 0},
+		{"9223372036854775807", 1<<63 - 1}, {"9223372036854775807B", 1<<63 - 1}, {"9000000TiB", 0}, {"99999999999999999999", 0},
+	} {
+		got, err := ParseSize(tc.in)
+		if tc.want == 0 {
+			if err == nil || !errors.Is(err, ErrSize) || !errors.Is(err, ErrConfig) {
+				t.Errorf("ParseSize(%q) = %d, %v; want an error", tc.in, got, err)
+			}
+		} else if got != tc.want || err != nil {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"1", "1GiB", "100 MB", "0", "-5kB", "9223372036854775807", "1e9"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseSize(s)
+		if (err == nil) != (n > 0) {
+			t.Fatalf("ParseSize(%q) = %d, %v", s, n, err)
+		}
+	})
+}
+
+// TestFileErrors: max_file_size, special files and oversized files, each placed at the config
+// line that named them.
+func TestFileErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		line       int
+		value      string
+		want       error
+	}{
+		{"bad max_file_size", "acls: {}\nmax_file_size: lots\n", 2, "lots", ErrSize},
+		{"zero max_file_size", "acls: {}\nmax_file_size: 0\n", 2, "0", ErrSize},
+		{"max_file_size in a bare ACL file", "default: deny\nmax_file_size: 1GiB\n", 2, "max_file_size", acl.ErrUnknownKey},
+		{"device as ACL file", "acls:\n  a: /dev/zero\n", 2, "/dev/zero", acl.ErrNotRegular},
+		{"directory as ACL file", "acls:\n  a: /\n", 2, "/", acl.ErrNotRegular},
+		{"device as include", "acls:\n  a:\n    default: deny\n    include: [{path: /dev/urandom, action: deny}]\n", 4, "/dev/urandom", acl.ErrNotRegular},
+		// The ACL file is the config itself, 38 bytes: over the bound, which is read first wherever it is written.
+		{"ACL file over max_file_size", "acls:\n  a: c.yaml\nmax_file_size: 30\n#\n", 2, "c.yaml", acl.ErrTooBig},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := write(t, t.TempDir(), "c.yaml", tc.yaml, 0o644)
+			f, err := Load(path)
+			if f != nil || !errors.Is(err, tc.want) {
+				t.Fatalf("Load = %v, %v; want %v", f, err, tc.want)
+			}
+			var pe *acl.PosError
+			if !errors.As(err, &pe) || pe.Line != tc.line || pe.Value != tc.value || pe.File != path {
+				t.Fatalf("error %q: want it at %s:%d about %q", err, path, tc.line, tc.value)
+			}
+		})
+	}
+}
+
+// TestLoadSources: a load records every file it read or tried to read, whether it gave rules or
+// not, and on failure too.
+func TestLoadSources(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "only-default.yaml", "default: deny\n", 0o644)
+	write(t, dir, "empty.txt", "", 0o644)
+	write(t, dir, "lists.yaml", "default: deny\ninclude: [{path: empty.txt, action: deny}]\n", 0o644)
+	good := write(t, dir, "serve.yaml", "acls:\n  a: only-default.yaml\n  b: lists.yaml\n", 0o644)
+	f, sources, err := LoadContext(context.Background(), good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"serve.yaml", "only-default.yaml", "lists.yaml", "empty.txt"}
+	if got := names(sources); !slices.Equal(got, want) || !slices.Equal(names(f.Sources), want) {
+		t.Errorf("sources %v, File.Sources %v; want %v", got, names(f.Sources), want)
+	}
+	for _, s := range sources {
+		if !s.Exists || s.Changed() {
+			t.Errorf("%+v: want the file as it is", s)
+		}
+	}
+
+	bad := write(t, dir, "bad.yaml", "acls:\n  a: {default: deny, include: [{path: missing.txt, action: deny}, {path: empty.txt, action: deny}]}\n", 0o644)
+	f, sources, err = LoadContext(context.Background(), bad)
+	if f != nil || !errors.Is(err, acl.ErrInclude) {
+		t.Fatalf("Load = %v, %v; want %v", f, err, acl.ErrInclude)
+	}
+	if got, want := names(sources), []string{"bad.yaml", "missing.txt", "empty.txt"}; !slices.Equal(got, want) || sources[1].Exists {
+		t.Errorf("sources %+v; want %v, missing.txt not existing", sources, want)
+	}
+	write(t, dir, "missing.txt", "10.0.0.1\n", 0o644)
+	if !sources[1].Changed() {
+		t.Error("the missing include, created, is not seen as a change")
+	}
+}
+
+func names(sources []acl.Source) []string {
+	var out []string
+	for _, s := range sources {
+		out = append(out, filepath.Base(s.Path))
+	}
+	return out
+}
