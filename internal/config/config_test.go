@@ -246,6 +246,14 @@ func TestErrors(t *testing.T) {
 		{"crowdsec bad url", svc + "    upstream: x:1\ncrowdsec: {url: \"127.0.0.1:8080\", api_key_file: /dev/null}\n", 8, "127.0.0.1:8080", ErrConfig},
 		{"crowdsec empty key file", svc + "    upstream: x:1\ncrowdsec: {url: \"http://127.0.0.1:8080\", api_key_file: /dev/null}\n", 8, "/dev/null", ErrConfig},
 		{"admin token file missing", svc + "    upstream: x:1\nadmin: {listen: \"127.0.0.1:9\", token_file: /no/such/token}\n", 8, "/no/such/token", ErrConfig},
+		{"bad max_file_size", "acls: {}\nmax_file_size: lots\n", 2, "lots", ErrSize},
+		{"zero max_file_size", "acls: {}\nmax_file_size: 0\n", 2, "0", ErrSize},
+		{"max_file_size in a bare ACL file", "default: deny\nmax_file_size: 1GiB\n", 2, "max_file_size", acl.ErrUnknownKey},
+		{"device as ACL file", "acls:\n  a: /dev/zero\n", 2, "/dev/zero", acl.ErrNotRegular},
+		{"directory as ACL file", "acls:\n  a: /\n", 2, "/", acl.ErrNotRegular},
+		{"device as include", "acls:\n  a:\n    default: deny\n    include: [{path: /dev/urandom, action: deny}]\n", 4, "/dev/urandom", acl.ErrNotRegular},
+		// The ACL file is the config itself, 38 bytes: over the bound, which is read first wherever it is written.
+		{"ACL file over max_file_size", "acls:\n  a: c.yaml\nmax_file_size: 30\n#\n", 2, "c.yaml", acl.ErrTooBig},
 		{"duplicate service name", svc + "    upstream: x:1\n  - name: s\n    listen: [\":2\"]\n    acl: a\n    upstream: x:1\n", 8, "s", ErrConfig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -43,38 +43,6 @@ func FuzzParseSize(f *testing.F) {
 	})
 }
 
-// TestFileErrors: max_file_size, special files and oversized files, each placed at the config
-// line that named them.
-func TestFileErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml string
-		line       int
-		value      string
-		want       error
-	}{
-		{"bad max_file_size", "acls: {}\nmax_file_size: lots\n", 2, "lots", ErrSize},
-		{"zero max_file_size", "acls: {}\nmax_file_size: 0\n", 2, "0", ErrSize},
-		{"max_file_size in a bare ACL file", "default: deny\nmax_file_size: 1GiB\n", 2, "max_file_size", acl.ErrUnknownKey},
-		{"device as ACL file", "acls:\n  a: /dev/zero\n", 2, "/dev/zero", acl.ErrNotRegular},
-		{"directory as ACL file", "acls:\n  a: /\n", 2, "/", acl.ErrNotRegular},
-		{"device as include", "acls:\n  a:\n    default: deny\n    include: [{path: /dev/urandom, action: deny}]\n", 4, "/dev/urandom", acl.ErrNotRegular},
-		// The ACL file is the config itself, 38 bytes: over the bound, which is read first wherever it is written.
-		{"ACL file over max_file_size", "acls:\n  a: c.yaml\nmax_file_size: 30\n#\n", 2, "c.yaml", acl.ErrTooBig},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			path := write(t, t.TempDir(), "c.yaml", tc.yaml, 0o644)
-			f, err := Load(path)
-			if f != nil || !errors.Is(err, tc.want) {
-				t.Fatalf("Load = %v, %v; want %v", f, err, tc.want)
-			}
-			var pe *acl.PosError
-			if !errors.As(err, &pe) || pe.Line != tc.line || pe.Value != tc.value || pe.File != path {
-				t.Fatalf("error %q: want it at %s:%d about %q", err, path, tc.line, tc.value)
-			}
-		})
-	}
-}
-
 // TestLoadSources: a load records every file it read or tried to read, whether it gave rules or
 // not, and on failure too.
 func TestLoadSources(t *testing.T) {
