@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/big"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/internal/config"
+)
+
+// diffArgs reads "diff -config OLD [-acl NAME] NEW [-acl NAME] [-json]": an -acl before NEW names
+// OLD's ACL, one after NEW names NEW's; NEW's defaults to OLD's name when NEW has several ACLs.
+type diffArgs struct {
+	old, new       string
+	oldACL, newACL string
+	json           bool
+}
+
+func parseDiffArgs(args []string, stderr io.Writer) (diffArgs, int, bool) {
+	var d diffArgs
+	f := bareFlags("diff", stderr)
+	f.String("config", "", "the old config: a bare ACL file or a serve file (required)")
+	f.String("acl", "", "which ACL to use, when a file has several: before NEW for OLD, after NEW for NEW")
+	f.Bool("json", false, "print the changes as JSON")
+	usageErr := func(format string, a ...any) (diffArgs, int, bool) {
+		fmt.Fprintf(stderr, "peergate diff: "+format+"\n", a...)
+		fmt.Fprintf(stderr, "usage: peergate diff %s\n", diffSynopsis)
+		return d, exitError, false
+	}
+	newACLSet := false
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			for _, p := range args[i+1:] {
+				if d.new != "" {
+					return usageErr("more than one NEW file: %q", p)
+				}
+				d.new = p
+			}
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			if d.new != "" {
+				return usageErr("more than one NEW file: %q", a)
+			}
+			d.new = a
+			continue
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch name {
+		case "h", "help":
+			f.Usage()
+			return d, exitOK, false
+		case "json":
+			switch {
+			case !hasVal || val == "true":
+				d.json = true
+			case val == "false":
+				d.json = false
+			default:
+				return usageErr("-json=%q: want true or false", val)
+			}
+			continue
+		case "config", "acl":
+		default:
+			return usageErr("flag provided but not defined: %s", a)
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				return usageErr("flag needs an argument: %s", a)
+			}
+			i++
+			val = args[i]
+		}
+		switch {
+		case name == "config":
+			d.old = val
+		case d.new == "":
+			d.oldACL = val
+		default:
+			d.newACL, newACLSet = val, true
+		}
+	}
+	if d.old == "" || d.new == "" {
+		return usageErr("need -config OLD and NEW")
+	}
+	if !newACLSet {
+		d.newACL = "" // resolved against NEW's ACLs in cmdDiff
+	}
+	return d, exitOK, true
+}
+
+const diffSynopsis = "-config OLD [-acl NAME] NEW [-acl NAME] [-json]"
+
+// pickDiff loads path and picks its ACL called name; when fallback is set and the file has several
+// ACLs, the one called fallback.
+func pickDiff(path, name, fallback string) (*config.ACL, error) {
+	file, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if name == "" && fallback != "" && len(file.ACLs) > 1 {
+		name = fallback
+	}
+	return file.Pick(name)
+}
+
+// diffRule is one side of a change, as JSON.
+type diffRule struct {
+	Action string `json:"action"`
+	Rule   string `json:"rule"`   // the deciding prefix, or "default"
+	Origin string `json:"origin"` // file:line of the rule, or the ACL's file for the default
+}
+
+type diffChange struct {
+	First     string   `json:"first"`
+	Last      string   `json:"last"`
+	Prefixes  []string `json:"prefixes"`
+	Addresses string   `json:"addresses"` // decimal: an IPv6 count can exceed 2^64
+	Old       diffRule `json:"old"`
+	New       diffRule `json:"new"`
+}
+
+type diffReport struct {
+	Old     string         `json:"old"`
+	New     string         `json:"new"`
+	Changes []diffChange   `json:"changes"`
+	Unix    *diffUnix      `json:"unix,omitempty"`
+	Summary map[string]any `json:"summary"`
+}
+
+type diffUnix struct {
+	Old string `json:"old"`
+	New string `json:"new"`
+}
+
+func sideOf(d acl.Decision, a *config.ACL, path string) diffRule {
+	if d.Rule == nil {
+		return diffRule{d.Action.String(), "default", path}
+	}
+	return diffRule{d.Action.String(), d.Rule.Prefix.String(), d.Rule.Origin.String()}
+}
+
+// cmdDiff prints every address range whose verdict differs between two ACLs, as prefixes, with the
+// rule deciding it on each side and the number of addresses. It exits 0 when nothing changes and 1
+// when something does.
+func cmdDiff(args []string, stdout, stderr io.Writer) int {
+	d, status, ok := parseDiffArgs(args, stderr)
+	if !ok {
+		return status
+	}
+	// The two files load in parallel: with big lists, loading is most of the time.
+	var newA *config.ACL
+	var newErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		newA, newErr = pickDiff(d.new, d.newACL, d.oldACL)
+	}()
+	oldA, err := pickDiff(d.old, d.oldACL, "")
+	<-done
+	if err != nil {
+		return fail(stderr, "diff", err)
+	}
+	if newErr != nil {
+		return fail(stderr, "diff", newErr)
+	}
+	changes := acl.Diff(oldA.ACL, newA.ACL)
+	unixOld, unixNew := oldA.ACL.Unix().Action, newA.ACL.Unix().Action
+
+	// Totals, by family and direction.
+	var nowDenied, nowAllowed [2]*big.Int // [IPv4, IPv6]
+	for i := range nowDenied {
+		nowDenied[i], nowAllowed[i] = new(big.Int), new(big.Int)
+	}
+	nprefixes := 0
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	var tw *tabwriter.Writer
+	var report diffReport
+	if d.json {
+		report = diffReport{Old: d.old, New: d.new, Changes: make([]diffChange, 0, len(changes))}
+	} else {
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		if len(changes) > 0 {
+			fmt.Fprintln(tw, "prefix\tverdict\taddresses\told rule\tnew rule")
+		}
+	}
+	for _, c := range changes {
+		fam := 0
+		if c.First.Is6() {
+			fam = 1
+		}
+		n := c.Count()
+		if c.New.Allowed() {
+			nowAllowed[fam].Add(nowAllowed[fam], n)
+		} else {
+			nowDenied[fam].Add(nowDenied[fam], n)
+		}
+		ps := c.Prefixes()
+		nprefixes += len(ps)
+		o, nw := sideOf(c.Old, oldA, d.old), sideOf(c.New, newA, d.new)
+		if d.json {
+			dc := diffChange{First: c.First.String(), Last: c.Last.String(), Addresses: n.String(), Old: o, New: nw}
+			for _, p := range ps {
+				dc.Prefixes = append(dc.Prefixes, p.String())
+			}
+			report.Changes = append(report.Changes, dc)
+			continue
+		}
+		for _, p := range ps {
+			size := new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
+			fmt.Fprintf(tw, "%s\t%s -> %s\t%s\t%s %s\t%s %s\n", p, o.Action, nw.Action, size, o.Rule, o.Origin, nw.Rule, nw.Origin)
+		}
+	}
+	unixChanged := unixOld != unixNew
+	summary := map[string]any{
+		"ranges": len(changes), "prefixes": nprefixes,
+		"ipv4_now_denied": nowDenied[0].String(), "ipv4_now_allowed": nowAllowed[0].String(),
+		"ipv6_now_denied": nowDenied[1].String(), "ipv6_now_allowed": nowAllowed[1].String(),
+		"unix_changed": unixChanged,
+	}
+	if d.json {
+		if unixChanged {
+			report.Unix = &diffUnix{unixOld.String(), unixNew.String()}
+		}
+		report.Summary = summary
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(report); err != nil {
+			return fail(stderr, "diff", err)
+		}
+	} else {
+		if unixChanged {
+			fmt.Fprintf(tw, "unix\t%s -> %s\t-\tunix policy %s\tunix policy %s\n", unixOld, unixNew, d.old, d.new)
+		}
+		tw.Flush()
+		if len(changes) == 0 && !unixChanged {
+			fmt.Fprintf(w, "no change: %s and %s decide every address and Unix-domain peer alike\n", d.old, d.new)
+		} else {
+			fmt.Fprintf(w, "%d prefixes in %d ranges change verdict: IPv4 %s now denied, %s now allowed; IPv6 %s now denied, %s now allowed",
+				nprefixes, len(changes), nowDenied[0], nowAllowed[0], nowDenied[1], nowAllowed[1])
+			if unixChanged {
+				fmt.Fprintf(w, "; Unix-domain peers now %s", map[acl.Action]string{acl.Allow: "allowed", acl.Deny: "denied"}[unixNew])
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return fail(stderr, "diff", err)
+	}
+	if len(changes) == 0 && !unixChanged {
+		return exitOK
+	}
+	return exitDenied
+}
