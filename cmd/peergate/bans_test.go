@@ -222,3 +222,46 @@ func TestServeBansKernelFilter(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling for a condition, with a deadline
 	}
 }
+
+// TestServeBansPersist: bans from the API survive SIGKILL and a restart (the 201 comes after the
+// state file is synced), expired ones do not come back, and check names a saved ban.
+func TestServeBansPersist(t *testing.T) {
+	up, _ := echoUpstream(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "token", "s3cret\n")
+	cfg := writeFile(t, dir, "serve.yaml", fmt.Sprintf(bansConfig, up, "state_dir: state\n"))
+	p := startServe(t, cfg, "-watch", "0")
+	base := "http://" + p.addr("admin")
+	for _, body := range []string{`{"prefix":"127.0.0.2","reason":"kept"}`, `{"prefix":"127.0.0.4","for":"1h"}`, `{"prefix":"127.0.0.5","for":"1s"}`} {
+		if code, out := adminDo(t, "POST", base+"/bans", "s3cret", body); code != 201 {
+			t.Fatalf("POST %s: %d %s", body, code, out)
+		}
+	}
+	if code, _ := adminDo(t, "DELETE", base+"/bans/127.0.0.4", "s3cret", ""); code != 204 {
+		t.Fatal("DELETE")
+	}
+	p.cmd.Process.Kill() // SIGKILL: no shutdown, no last save
+	<-p.done
+	time.Sleep(1100 * time.Millisecond) // wall-clock time for the 1 s ban to expire while nothing runs (not synchronisation)
+
+	out, _, status := runBin(t, "check", "-config", cfg, "127.0.0.2", "127.0.0.1")
+	if status != 1 || !strings.Contains(out, "127.0.0.2  deny   ban 127.0.0.2/32") || !strings.Contains(out, `reason="kept"`) {
+		t.Errorf("check: status %d\n%s", status, out)
+	}
+	p2 := startServe(t, cfg, "-watch", "0")
+	p2.waitLog(`msg="bans restored" .* count=1`)
+	addr := p2.addr("echo")
+	base = "http://" + p2.addr("admin")
+	if !refused(t, "127.0.0.2", addr) {
+		t.Error("127.0.0.2, banned before the kill, was served after the restart")
+	}
+	for _, src := range []string{"127.0.0.1", "127.0.0.4", "127.0.0.5"} {
+		if !served(t, src, addr) {
+			t.Errorf("%s refused after the restart", src)
+		}
+	}
+	_, body := adminDo(t, "GET", base+"/bans", "s3cret", "")
+	if !strings.Contains(body, `"reason": "kept"`) || strings.Count(body, `"prefix"`) != 1 {
+		t.Errorf("bans after restart: %s", body)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -34,9 +35,6 @@ func guardOf(cfg *config.File) []netip.Prefix {
 // them is refused rather than run without them.
 func unbuilt(cfg *config.File) error {
 	var keys []string
-	if cfg.StateDir != "" {
-		keys = append(keys, "state_dir")
-	}
 	if cfg.CrowdSec != nil {
 		keys = append(keys, "crowdsec")
 	}
@@ -55,11 +53,15 @@ func unbuilt(cfg *config.File) error {
 // applyBans applies a (re)loaded config to the ban table: its guard and its size.
 func (s *Server) applyBans(cfg *config.File) {
 	if cut := s.bans.SetGuard(guardOf(cfg)); len(cut) > 0 {
+		s.saveBans()
 		for _, b := range cut {
 			s.log.Warn("ban covers a never_ban address; cut to spare it", "ban", b.Prefix.String(), "origin", b.Origin, "reason", b.Reason)
 		}
 	}
 	s.bans.SetMax(cfg.MaxBans)
+	if s.cfg != nil && cfg.StateDir != s.cfg.StateDir {
+		s.log.Warn("state_dir changed in the config; restart peergate to apply it", "running", s.cfg.StateDir)
+	}
 }
 
 // expireBans drops expired bans every quarter second until done is closed (lookups stop
@@ -72,9 +74,51 @@ func (s *Server) expireBans(done <-chan struct{}) {
 		case <-done:
 			return
 		case now := <-t.C:
-			s.bans.Expire(now)
+			if s.bans.Expire(now) > 0 {
+				s.saveBans()
+			}
 		}
 	}
+}
+
+// stopBans stops the ban goroutines; the state file gets a last save of pending changes.
+func (s *Server) stopBans() {
+	s.bansOnce.Do(func() { close(s.banDone) })
+	if s.state != nil {
+		select {
+		case <-s.state.finished:
+		case <-time.After(10 * time.Second):
+			s.log.Error("ban state: last save did not finish in 10 s")
+		}
+	}
+}
+
+// saveBans asks for the state file to be written, if there is one, and returns a func that waits
+// for it and returns its error.
+func (s *Server) saveBans() func() error {
+	if s.state == nil {
+		return func() error { return nil }
+	}
+	n := s.state.changed()
+	return func() error { return s.state.wait(n) }
+}
+
+// startBans loads the saved bans of cfg's state_dir into the table and sets up the saver.
+func (s *Server) startBans(cfg *config.File) error {
+	if cfg.StateDir == "" {
+		return nil
+	}
+	list, err := loadState(cfg.StateDir, s.log)
+	if err != nil {
+		return err
+	}
+	n, err := s.bans.AddBatch(list)
+	if err != nil {
+		s.log.Warn("saved bans not restored", "err", err)
+	}
+	s.log.Info("bans restored", "file", filepath.Join(cfg.StateDir, stateName), "count", n)
+	s.state = newStateStore(cfg.StateDir, s.bans, s.log)
+	return nil
 }
 
 // refused counts a ban the table refused, by reason.
@@ -194,6 +238,10 @@ func (s *Server) postBans(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.log.Info("ban added", "ban", b.Prefix.String(), "origin", b.Origin, "reason", b.Reason, "expires", b.ExpiresString(), "by", r.RemoteAddr)
+		if err := s.saveBans()(); err != nil {
+			jsonError(w, http.StatusInternalServerError, fmt.Errorf("ban applied but not saved to state_dir: %w", err))
+			return
+		}
 		writeJSON(w, http.StatusCreated, toJSON(b))
 		return
 	}
@@ -206,6 +254,10 @@ func (s *Server) postBans(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	n, err := s.bans.AddBatch(bs)
+	if serr := s.saveBans()(); serr != nil {
+		jsonError(w, http.StatusInternalServerError, fmt.Errorf("%d bans applied but not saved to state_dir: %w", n, serr))
+		return
+	}
 	if err != nil {
 		s.refused(err)
 		s.log.Warn("bans refused", "added", n, "err", err)
@@ -234,6 +286,10 @@ func (s *Server) deleteBan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("ban removed", "ban", p.String(), "by", r.RemoteAddr)
+	if err := s.saveBans()(); err != nil {
+		jsonError(w, http.StatusInternalServerError, fmt.Errorf("ban removed but not saved to state_dir: %w", err))
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -50,6 +50,7 @@ type Server struct {
 	bans     *bans.Table   // the ban layer of every service
 	banDone  chan struct{} // closed by Shutdown: stops the ban goroutines
 	bansOnce sync.Once
+	state    *stateStore // nil: no state_dir
 }
 
 // port is one listening address and the service it currently serves.
@@ -86,6 +87,9 @@ func New(path string, log *slog.Logger) (*Server, error) {
 		conns: map[net.Conn]struct{}{}, kids: map[*exec.Cmd]struct{}{}, m: newMetrics(),
 		bans: bans.New(bans.Config{Max: cfg.MaxBans, Guard: guardOf(cfg)}), banDone: make(chan struct{})}
 	s.m.watchBans(s.bans)
+	if err := s.startBans(cfg); err != nil {
+		return nil, err
+	}
 	s.m.reg.MustRegister(kernelCollector{s})
 	if err := s.apply(cfg); err != nil {
 		s.closeAll()
@@ -298,6 +302,9 @@ func (s *Server) Serve() error {
 	s.mu.Unlock()
 	go s.serveAdmin()
 	go s.expireBans(s.banDone)
+	if s.state != nil {
+		go s.state.run(s.banDone)
+	}
 	s.wg.Wait()
 	return nil
 }
@@ -494,7 +501,7 @@ const killGrace = 2 * time.Second
 // after killGrace).
 func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.closeAdmin() // last: /healthz says 503 while draining
-	defer s.bansOnce.Do(func() { close(s.banDone) })
+	defer s.stopBans()
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
