@@ -10,8 +10,8 @@ import (
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/gate/bans"
-	"github.com/peergate/peergate/internal/serve"
 	"github.com/peergate/peergate/internal/config"
+	"github.com/peergate/peergate/internal/serve"
 )
 
 // cmdCheck prints, for each address, the decision and the rule that made it, like tcpdmatch. The word
