@@ -316,3 +316,28 @@ func TestUnixListen(t *testing.T) {
 		})
 	}
 }
+
+// TestUnixListenReload: a reload that adds a Unix socket path where a regular file is fails, keeps
+// the file and the running config.
+func TestUnixListenReload(t *testing.T) {
+	up := upstream(t, "echo")
+	cfg := func(listen string) string {
+		return fmt.Sprintf("acls:\n  u: {default: deny, allow: [127.0.0.1], unix: allow}\nservices:\n  - name: s\n    listen: [%s]\n    acl: u\n    upstream: %s\n", listen, up)
+	}
+	s := startLogged(t, cfg(`"127.0.0.1:0"`), slog.NewTextHandler(io.Discard, nil))
+	addr := s.Addrs()["s"][0].String()
+	file := filepath.Join(t.TempDir(), "s.sock")
+	if err := os.WriteFile(file, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeConfig(t, filepath.Dir(s.path), cfg(fmt.Sprintf(`"127.0.0.1:0", "unix:%s"`, file)))
+	if err := s.Reload(); !errors.Is(err, ErrNotSocket) || !strings.Contains(err.Error(), file) {
+		t.Fatalf("Reload = %v; want ErrNotSocket naming %s", err, file)
+	}
+	if b, err := os.ReadFile(file); string(b) != "keep" {
+		t.Errorf("%s: %q, %v; want it kept", file, b, err)
+	}
+	if !echoes(t, "127.0.0.1", addr) {
+		t.Error("the running service stopped after a failed reload")
+	}
+}
