@@ -15,6 +15,7 @@ package acl
 
 import (
 	"fmt"
+	"iter"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -209,6 +210,18 @@ func (a *ACL) Len() int { return len(a.rules) }
 
 // Rules returns a copy of the ACL's rules, ordered by prefix.
 func (a *ACL) Rules() []Rule { return slices.Clone(a.rules) }
+
+// All returns the ACL's rules in the order of Rules (by prefix; for the same prefix, deny first),
+// without copying them all: for a consumer that translates a large ACL.
+func (a *ACL) All() iter.Seq[Rule] {
+	return func(yield func(Rule) bool) {
+		for _, r := range a.rules {
+			if !yield(r) {
+				return
+			}
+		}
+	}
+}
 
 // key4Bits is how many low bits of an IPv4 sort key hold the rule's index. Above them: the action
 // (1 bit), the prefix length (6 bits) and the first address (32 bits).

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -36,6 +37,8 @@ func TestMain(m *testing.M) {
 //   - filter=kernel: the listener carries the ACL's socket filter, so the kernel drops each SYN;
 //     the client makes a non-blocking connect and closes the socket at once (the SYN was sent
 //     and dropped; waiting would only see it retransmitted);
+//   - filter=ebpf1M: the same with the eBPF filter, its maps holding 127.0.0.2 among a million
+//     scattered /32s;
 //   - filter=userspace: no filter; the handshake completes, gate.Listener accepts, judges and
 //     closes (FIN); the client waits for EOF and resets.
 //
@@ -50,7 +53,7 @@ func TestMain(m *testing.M) {
 // non-blocking connect, so without a filter the same connect-and-close client would still have
 // every attempt accepted (checked when this benchmark was written: 1000 of 1000).
 func BenchmarkShed(b *testing.B) {
-	for _, mode := range []string{"kernel", "userspace"} {
+	for _, mode := range []string{"kernel", "ebpf1M", "userspace"} {
 		b.Run("filter="+mode, func(b *testing.B) {
 			srv := startServer(b, mode)
 			cpu0, denied0, _ := srv.stats(b)
@@ -192,10 +195,28 @@ func shedServer(mode string) {
 		fmt.Println("skip listen:", err)
 		return
 	}
-	if mode == "kernel" {
-		rc, _ := inner.(*net.TCPListener).SyscallConn()
+	rc, _ := inner.(*net.TCPListener).SyscallConn()
+	switch mode {
+	case "kernel":
 		if err := kfilter.Apply(rc, rules); err != nil {
 			fmt.Println("skip SO_ATTACH_FILTER refused:", err)
+			return
+		}
+	case "ebpf1M": // the eBPF filter holding 127.0.0.2 among a million scattered /32s
+		f, err := kfilter.NewEBPF()
+		if err != nil {
+			fmt.Println("skip", err)
+			return
+		}
+		defer f.Close()
+		big := acl.MustNew(acl.Spec{Default: acl.Allow, Rules: append(scattered32(1_000_000),
+			acl.Rule{Prefix: netip.MustParsePrefix("127.0.0.2/32"), Action: acl.Deny})})
+		if err := f.Load(big); err != nil {
+			fmt.Println("skip", err)
+			return
+		}
+		if err := f.Attach(rc); err != nil {
+			fmt.Println("skip", err)
 			return
 		}
 	}
@@ -218,4 +239,21 @@ func shedServer(mode string) {
 		fmt.Println(ru.Utime.Nano()+ru.Stime.Nano(), st.Denied, st.Allowed)
 	}
 	ln.Close()
+}
+
+// scattered32 returns n distinct deny rules for random IPv4 /32s outside 127.0.0.0/8.
+func scattered32(n int) []acl.Rule {
+	r := rand.New(rand.NewPCG(42, 32))
+	seen := make(map[uint32]bool, n)
+	rules := make([]acl.Rule, 0, n+1)
+	for len(rules) < n {
+		v := r.Uint32()
+		if v>>24 == 127 || seen[v] {
+			continue
+		}
+		seen[v] = true
+		a := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+		rules = append(rules, acl.Rule{Prefix: netip.PrefixFrom(a, 32), Action: acl.Deny})
+	}
+	return rules
 }

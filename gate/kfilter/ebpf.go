@@ -184,10 +184,9 @@ func (f *EBPF) Attach(rc syscall.RawConn) error {
 // that decides it (deny when the same prefix is both allowed and denied), and the /0 of each family
 // with the ACL's default unless a rule gives it.
 func entries(a *acl.ACL) (e4 []entry4, e6 []entry6) {
-	rules := a.Rules()
 	def := uint8(a.Default())
-	e4 = make([]entry4, 0, len(rules)+1)
-	for _, r := range rules {
+	e4 = make([]entry4, 0, a.Len()+1)
+	for r := range a.All() {
 		if p := r.Prefix; p.Addr().Is4() {
 			b := p.Addr().As4()
 			e4 = append(e4, entry4(uint64(b[0])<<56|uint64(b[1])<<48|uint64(b[2])<<40|uint64(b[3])<<32|
