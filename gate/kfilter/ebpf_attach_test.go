@@ -3,11 +3,16 @@
 package kfilter_test
 
 import (
+	"context"
 	"encoding/binary"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate/kfilter"
@@ -217,5 +222,94 @@ func TestEBPFReloadUnderFlood(t *testing.T) {
 	expectAccepted(t, ln, ch, append(want, "127.0.0.3")...)
 	if v4 < uint64(sent) {
 		t.Errorf("%d SYNs sent, %d dropped", sent, v4)
+	}
+}
+
+// netnsEnv, when set, tells TestEBPFNetns that it runs inside the network namespace it made.
+const netnsEnv = "KFILTER_IN_NETNS"
+
+// TestEBPFNetns runs the eBPF filter on real sockets with addresses other than loopback ones: the
+// test binary runs itself again in a new network namespace (unshare -n), where it puts IPv4 and
+// IPv6 documentation addresses on lo and connects from each to IPv4, IPv6 and dual-stack
+// listeners.
+func TestEBPFNetns(t *testing.T) {
+	if os.Getenv(netnsEnv) == "" {
+		if err := kfilter.EBPFAvailable(); err != nil {
+			t.Skipf("eBPF socket filter unavailable here: %v", err)
+		}
+		unshare, err := exec.LookPath("unshare")
+		if err != nil {
+			t.Skip("no unshare(1) to make a network namespace")
+		}
+		if _, err := exec.LookPath("ip"); err != nil {
+			t.Skip("no ip(8) to set addresses up in a network namespace")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, unshare, "-n", os.Args[0], "-test.run=^TestEBPFNetns$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), netnsEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		switch {
+		case err != nil && strings.Contains(string(out), "unshare failed"):
+			t.Skipf("cannot make a network namespace: %s", out)
+		case err != nil:
+			t.Fatalf("in the namespace: %v\n%s", err, out)
+		case !strings.Contains(string(out), "--- PASS: TestEBPFNetns"):
+			t.Fatalf("in the namespace, the test did not pass:\n%s", out)
+		}
+		t.Logf("in a new network namespace:\n%s", out)
+		return
+	}
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"addr", "add", "192.0.2.1/32", "dev", "lo"},
+		{"addr", "add", "192.0.2.2/32", "dev", "lo"},
+		{"addr", "add", "192.0.2.3/32", "dev", "lo"},
+		{"addr", "add", "198.51.100.7/32", "dev", "lo"},
+		{"addr", "add", "198.51.100.8/32", "dev", "lo"},
+		{"-6", "addr", "add", "2001:db8::1/128", "dev", "lo", "nodad"},
+		{"-6", "addr", "add", "2001:db8::2/128", "dev", "lo", "nodad"},
+		{"-6", "addr", "add", "2001:db8::3/128", "dev", "lo", "nodad"},
+		{"-6", "addr", "add", "2001:db8:bad::5/128", "dev", "lo", "nodad"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	a := mustACL(t, "deny 192.0.2.2", "deny 198.51.100.0/24", "allow 198.51.100.7",
+		"deny 2001:db8::2", "deny 2001:db8:bad::/48")
+	for _, tc := range []struct {
+		listen   string
+		dst4     string // IPv4 destination, "" for an IPv6-only listener
+		dst6     string
+		denied   []string
+		allowed  []string
+		accepted []string
+	}{
+		{"192.0.2.1:0", "192.0.2.1", "", []string{"192.0.2.2", "198.51.100.8"}, []string{"192.0.2.3", "198.51.100.7"},
+			[]string{"192.0.2.3", "198.51.100.7"}},
+		{"[2001:db8::1]:0", "", "2001:db8::1", []string{"2001:db8::2", "2001:db8:bad::5"}, []string{"2001:db8::3"},
+			[]string{"2001:db8::3"}},
+		{"[::]:0", "192.0.2.1", "2001:db8::1", []string{"192.0.2.2", "198.51.100.8", "2001:db8::2", "2001:db8:bad::5"},
+			[]string{"192.0.2.3", "198.51.100.7", "2001:db8::3"}, []string{"192.0.2.3", "198.51.100.7", "2001:db8::3"}},
+	} {
+		t.Run(tc.listen, func(t *testing.T) {
+			ln := listen(t, tc.listen)
+			attachEBPF(t, ln, a)
+			ch := acceptor(ln)
+			to := func(src string) string {
+				if netip.MustParseAddr(src).Is4() {
+					return net.JoinHostPort(tc.dst4, port(ln))
+				}
+				return net.JoinHostPort(tc.dst6, port(ln))
+			}
+			for _, src := range tc.denied {
+				mustTimeOut(t, src, to(src))
+			}
+			for _, src := range tc.allowed {
+				mustConnect(t, src, to(src))
+			}
+			expectAccepted(t, ln, ch, tc.accepted...)
+		})
 	}
 }
