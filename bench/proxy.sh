@@ -5,14 +5,19 @@
 # round so that ratios hold on a noisy machine. All traffic is on 127.0.0.0/8.
 #
 #   bash bench/proxy.sh [rounds] [seconds-per-run]
+#   SCENARIOS="flood1m" bash bench/proxy.sh 3 5    # only some: connect bulk flood scale flood1m
 #
 # Scenarios: connect rate with a 10-rule allow list and with a 100k-prefix blocklist; bulk transfer
 # of 1 GiB with CPU seconds per GiB; allowed latency under a flood of denied connects (peergate);
-# and start-up time and memory with a 1M-prefix blocklist. Results: bench/results/proxy.txt.
+# start-up time and memory with a 1M-prefix blocklist; and the denied flood again with the 1M-prefix
+# blocklist (flood1m: peergate's gate alone, peergate with the eBPF kernel filter, HAProxy).
+# Results: bench/results/proxy.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
 secs=${2:-5}
+scenarios=${SCENARIOS:-connect bulk flood scale flood1m}
+want() { [[ " $scenarios " == *" $1 "* ]]; }
 out=${OUT:-bench/results/proxy.txt}
 work=$(mktemp -d /tmp/pgbench.XXXXXX)
 pids=()
@@ -140,41 +145,56 @@ connect_rounds() { # name base
   done
 }
 
+if want connect; then
 echo "## connect: 10-rule allow list (default deny)"
 write_configs acl10 deny allow "$work/allow10.lst" 9100
 start_proxies acl10 9100; connect_rounds acl10 9100; stop_proxies
+fi
 
+if want connect || want bulk; then
 echo "## connect: 100k-prefix blocklist (default allow)"
 write_configs acl100k allow deny "$work/block100k.lst" 9200
-start_proxies acl100k 9200; connect_rounds acl100k 9200
+start_proxies acl100k 9200
+want connect && connect_rounds acl100k 9200
+fi
 
+if want bulk; then
 echo "## bulk: 1 GiB through each; cpu_s is the proxy's CPU seconds for the GiB"
 for r in $(seq 3); do
   for t in peergate:1 haproxy:2 nginx:3; do
     measure "${t%:*}" $pin_load "$work/pgbench" load -mode bulk -target 127.0.0.1:$((9200+${t#*:})) -bytes $((1<<30)) -label "bulk/${t%:*}/round$r"
   done
 done
-stop_proxies
+fi
+{ want connect || want bulk; } && stop_proxies
 
+flood_rounds() { # name base label-suffix targets...: calm, then under a flood from 127.0.0.2
+  local name=$1 base=$2 sfx=$3; shift 3
+  for r in $(seq "$rounds"); do
+    for t in "$@"; do
+      port=$((base+${t#*:}))
+      measure "${t%:*}" $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$port -c 4 -d "${secs}s" -label "calm$sfx/${t%:*}/round$r"
+      $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$port -c 12 -d "$((secs+1))s" -src 127.0.0.2 -label "flooder$sfx/${t%:*}/round$r" &
+      fl=$!
+      measure "${t%:*}" $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$port -c 4 -d "${secs}s" -label "flood$sfx/${t%:*}/round$r"
+      wait $fl || true
+    done
+  done
+}
+
+if want flood; then
 echo "## flood: allowed latency while denied clients connect as fast as they can (1000-prefix blocklist,"
 echo "## small enough for peergate's kernel filter; peergate-kfilter is peergate with kernel_filter: auto)"
 gen_prefixes 999 > "$work/block1k.lst"; echo 127.0.0.2/32 >> "$work/block1k.lst"   # the flooding source
 write_configs flood allow deny "$work/block1k.lst" 9300
 start_proxies flood 9300 kf
-for r in $(seq "$rounds"); do
-  for t in peergate:1 haproxy:2 nginx:3 peergate-kfilter:4; do
-    port=$((9300+${t#*:}))
-    measure "${t%:*}" $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$port -c 4 -d "${secs}s" -label "calm/${t%:*}/round$r"
-    $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$port -c 12 -d "$((secs+1))s" -src 127.0.0.2 -label "flooder/${t%:*}/round$r" &
-    fl=$!
-    measure "${t%:*}" $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$port -c 4 -d "${secs}s" -label "flood/${t%:*}/round$r"
-    wait $fl || true
-  done
-done
+flood_rounds flood 9300 "" peergate:1 haproxy:2 nginx:3 peergate-kfilter:4
 stop_proxies
+fi
 
+{ want scale || want flood1m; } && gen_prefixes 1000000 > "$work/block1m.lst"
+if want scale; then
 echo "## scale: 1M-prefix blocklist: time until serving, and memory (PSS) once serving"
-gen_prefixes 1000000 > "$work/block1m.lst"
 write_configs scale allow deny "$work/block1m.lst" 9400
 for t in peergate haproxy nginx; do
   s=$(date +%s.%N)
@@ -192,3 +212,15 @@ for t in peergate haproxy nginx; do
   fi
   kill $p 2>/dev/null || true; wait $p 2>/dev/null || true
 done
+fi
+
+if want flood1m; then
+echo "## flood1m: the denied flood with the 1M-prefix blocklist (127.0.0.2 added); peergate-kfilter is"
+echo "## peergate with kernel_filter: auto, which takes the eBPF filter here (nginx left out: its"
+echo "## allow/deny list is linear, 1M lines take minutes to load)"
+cp "$work/block1m.lst" "$work/block1m2.lst"; echo 127.0.0.2/32 >> "$work/block1m2.lst"
+write_configs flood1m allow deny "$work/block1m2.lst" 9500
+start_proxies flood1m 9500 kf
+flood_rounds flood1m 9500 1m peergate:1 haproxy:2 peergate-kfilter:4
+stop_proxies
+fi

@@ -11,7 +11,7 @@ for line in open(path):
         continue
     f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
     parts = f["label"].split("/")
-    if parts[0] == "flooder":
+    if parts[0].startswith("flooder"):
         continue
     runs[parts[0]][parts[1]].append(f)
 
@@ -38,10 +38,12 @@ for scen, targets in runs.items():
             ratios.append(f"{k} {a / b:.2f}x" if a is not None and b else f"{k} -")
         print(f"peergate / {other}: " + ", ".join(ratios))
     print()
-if "calm" in runs and "flood" in runs:
-    print("## flood vs calm, each proxy against itself")
-    for t in runs["calm"]:
-        c, f = runs["calm"][t], runs["flood"].get(t, [])
+for sfx in ("", "1m"):
+    if "calm" + sfx not in runs or "flood" + sfx not in runs:
+        continue
+    print(f"## flood{sfx} vs calm{sfx}, each proxy against itself")
+    for t in runs["calm" + sfx]:
+        c, f = runs["calm" + sfx][t], runs["flood" + sfx].get(t, [])
         if f:
             print(f"{t}: allowed p99 {med(f, 'p99_us') / med(c, 'p99_us'):.2f}x, "
                   f"allowed conns/s {med(f, 'conns_per_s') / med(c, 'conns_per_s'):.2f}x under the flood")
