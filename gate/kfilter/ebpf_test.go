@@ -494,3 +494,43 @@ func slabKB() int64 {
 	}
 	return 0
 }
+
+// BenchmarkEBPFProgram runs the filter program in the kernel (BPF_PROG_TEST_RUN, repeated) on a
+// SYN from a denied and from an allowed IPv4 and IPv6 source and on a non-SYN segment, with the
+// maps holding a million IPv4 /32s and 100 000 IPv6 /64s, and reports the kernel's time per run:
+// the cost the filter adds to each packet on the listener.
+func BenchmarkEBPFProgram(b *testing.B) {
+	needEBPF(b)
+	rules := append(blocklist("v4/32", 1_000_000), blocklist("v6/64", 100_000)...)
+	denied4, denied6 := rules[7].Prefix.Addr(), rules[1_000_007].Prefix.Addr()
+	f, err := NewEBPF()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Load(acl.MustNew(acl.Spec{Default: acl.Allow, Rules: rules})); err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		kept bool
+	}{
+		{"v4-denied-SYN", frame(denied4, flagSYN, 0, false), false},
+		{"v4-allowed-SYN", frame(netip.MustParseAddr("127.0.0.1"), flagSYN, 0, false), true},
+		{"v4-ACK", frame(denied4, flagACK, 0, false), true},
+		{"v6-denied-SYN", frame(denied6, flagSYN, 0, false), false},
+		{"v6-allowed-SYN", frame(netip.MustParseAddr("::1"), flagSYN, 0, false), true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			ret, d, err := f.prog.Benchmark(tc.pkt, b.N, b.ResetTimer)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if (ret != 0) != tc.kept {
+				b.Fatalf("returned %d", ret)
+			}
+			b.ReportMetric(float64(d.Nanoseconds()), "kernel-ns/run")
+		})
+	}
+}
