@@ -12,7 +12,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -61,6 +60,8 @@ type File struct {
 	// files, includes, whether they produced rules or not), as each was when it was read: a
 	// watcher compares them with the files now to know when to load again.
 	Sources []acl.Source
+
+	read func(path string) ([]byte, error) // while parsing: the load's reader, for files other than ACLs
 
 	// The ban layer (runtime bans in front of every service's ACL).
 	NeverBan []netip.Prefix // never_ban: addresses no ban may cover (the lockout guard)
@@ -214,6 +215,8 @@ func parse(ctx context.Context, l *acl.Loader, path string, data []byte) (*File,
 	}
 	sum := sha256.Sum256(data)
 	f := &File{Path: path, Hash: hex.EncodeToString(sum[:]), DrainTimeout: DefaultDrainTimeout, MaxBans: DefaultMaxBans}
+	f.read = func(file string) ([]byte, error) { return l.ReadFile(ctx, file) }
+	defer func() { f.read = nil }()
 	if root.Kind == yaml.MappingNode && !hasKey(root, "services") && !hasKey(root, "acls") {
 		spec, err := l.SpecFromNode(ctx, path, root)
 		if err != nil {
@@ -589,7 +592,7 @@ func (f *File) admin(n *yaml.Node, errs *conf.Errors) *Admin {
 		case "token_file":
 			if file, ok := conf.Scalar(f.Path, v, errs); ok {
 				a.TokenFile = relative(f.Path, file)
-				tok, err := secret(a.TokenFile)
+				tok, err := f.secret(a.TokenFile)
 				if err != nil {
 					errs.At(f.Path, v.Line, file, err)
 				}
@@ -904,9 +907,9 @@ func relative(config, p string) string {
 }
 
 // secret reads a token or key from file: its content with surrounding white space trimmed, which
-// must not be empty.
-func secret(file string) (string, error) {
-	b, err := os.ReadFile(file)
+// must not be empty. It is read as ACL files are (a regular file, watched for changes).
+func (f *File) secret(file string) (string, error) {
+	b, err := f.read(file)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrConfig, err)
 	}
@@ -964,7 +967,7 @@ func (f *File) crowdsec(n *yaml.Node, errs *conf.Errors) *CrowdSec {
 		case "api_key_file":
 			if file, ok := conf.Scalar(path, v, errs); ok {
 				c.APIKeyFile = relative(path, file)
-				key, err := secret(c.APIKeyFile)
+				key, err := f.secret(c.APIKeyFile)
 				if err != nil {
 					errs.At(path, v.Line, file, err)
 				}
@@ -984,7 +987,7 @@ func (f *File) crowdsec(n *yaml.Node, errs *conf.Errors) *CrowdSec {
 		case "credentials_file":
 			if file, ok := conf.Scalar(path, v, errs); ok {
 				c.CredentialsFile = relative(path, file)
-				login, password, err := machineCredentials(c.CredentialsFile)
+				login, password, err := f.machineCredentials(c.CredentialsFile)
 				if err != nil {
 					errs.At(path, v.Line, file, err)
 				}
@@ -1008,8 +1011,8 @@ func (f *File) crowdsec(n *yaml.Node, errs *conf.Errors) *CrowdSec {
 
 // machineCredentials reads a CrowdSec machine's credentials file, the YAML cscli machines add -f
 // writes (url, login, password).
-func machineCredentials(file string) (login, password string, err error) {
-	b, err := os.ReadFile(file)
+func (f *File) machineCredentials(file string) (login, password string, err error) {
+	b, err := f.read(file)
 	if err != nil {
 		return "", "", fmt.Errorf("%w: %w", ErrConfig, err)
 	}

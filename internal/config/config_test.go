@@ -253,6 +253,7 @@ func TestErrors(t *testing.T) {
 		{"directory as ACL file", "acls:\n  a: /\n", 2, "/", acl.ErrNotRegular},
 		{"device as include", "acls:\n  a:\n    default: deny\n    include: [{path: /dev/urandom, action: deny}]\n", 4, "/dev/urandom", acl.ErrNotRegular},
 		// The ACL file is the config itself, 38 bytes: over the bound, which is read first wherever it is written.
+		{"admin token_file a directory", svc + "    upstream: x:1\nadmin: {listen: \"127.0.0.1:9\", token_file: /}\n", 8, "/", acl.ErrNotRegular},
 		{"ACL file over max_file_size", "acls:\n  a: c.yaml\nmax_file_size: 30\n#\n", 2, "c.yaml", acl.ErrTooBig},
 		{"duplicate service name", svc + "    upstream: x:1\n  - name: s\n    listen: [\":2\"]\n    acl: a\n    upstream: x:1\n", 8, "s", ErrConfig},
 	} {

@@ -44,18 +44,19 @@ func FuzzParseSize(f *testing.F) {
 }
 
 // TestLoadSources: a load records every file it read or tried to read, whether it gave rules or
-// not, and on failure too.
+// not (the admin token file too), and on failure too.
 func TestLoadSources(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "only-default.yaml", "default: deny\n", 0o644)
 	write(t, dir, "empty.txt", "", 0o644)
 	write(t, dir, "lists.yaml", "default: deny\ninclude: [{path: empty.txt, action: deny}]\n", 0o644)
-	good := write(t, dir, "serve.yaml", "acls:\n  a: only-default.yaml\n  b: lists.yaml\n", 0o644)
+	write(t, dir, "token", "s3cret\n", 0o600)
+	good := write(t, dir, "serve.yaml", "acls:\n  a: only-default.yaml\n  b: lists.yaml\nadmin: {listen: \"127.0.0.1:0\", token_file: token}\n", 0o644)
 	f, sources, err := LoadContext(context.Background(), good)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"serve.yaml", "only-default.yaml", "lists.yaml", "empty.txt"}
+	want := []string{"serve.yaml", "only-default.yaml", "lists.yaml", "empty.txt", "token"}
 	if got := names(sources); !slices.Equal(got, want) || !slices.Equal(names(f.Sources), want) {
 		t.Errorf("sources %v, File.Sources %v; want %v", got, names(f.Sources), want)
 	}
