@@ -3,16 +3,18 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/peergate/peergate/gate/kfilter"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/peergate/peergate/gate/kfilter"
 )
 
 const filterConfig = `
@@ -142,4 +144,35 @@ services:
 		p := startServe(t, writeFile(t, dir, mode+".yaml", fmt.Sprintf(conf, mode)), "-watch", "0")
 		p.waitLogs(`kernel filter attached.*backend=ebpf prefixes=3002`, `msg=listening service=echo`)
 	}
+}
+
+// TestServeKernelFilterNoCAPBPF: without CAP_BPF (and CAP_SYS_ADMIN), taken away with setpriv(1),
+// kernel_filter: ebpf is refused with an error naming the capability, and auto falls back to the
+// classic filter and says so.
+func TestServeKernelFilterNoCAPBPF(t *testing.T) {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("no setpriv(1) to drop capabilities")
+	}
+	if kfilter.EBPFAvailable() != nil {
+		t.Skip("no eBPF here even with the test's capabilities")
+	}
+	drop := []string{setpriv, "--bounding-set", "-bpf,-sys_admin", "--"}
+	if out, err := exec.Command(drop[0], append(drop[1:], "true")...).CombinedOutput(); err != nil {
+		t.Skipf("setpriv cannot drop capabilities here: %v %s", err, out)
+	}
+	dir := t.TempDir()
+	conf := `
+acls:
+  block: {default: allow, deny: [127.0.0.2]}
+services:
+  - {name: echo, listen: ["127.0.0.1:0"], acl: block, upstream: "127.0.0.1:9", kernel_filter: %s}
+`
+	cmd := exec.Command(drop[0], append(drop[1:], bin, "serve", "-config", writeFile(t, dir, "ebpf.yaml", fmt.Sprintf(conf, "ebpf")))...)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "kernel_filter ebpf") || !strings.Contains(string(out), "CAP_BPF") {
+		t.Errorf("ebpf without CAP_BPF: %v, output %q; want a config error naming CAP_BPF", err, out)
+	}
+	p := startProc(t, append(drop, bin, "serve", "-config", writeFile(t, dir, "auto.yaml", fmt.Sprintf(conf, "auto")), "-watch", "0")...)
+	p.waitLogs(`kernel filter attached.*backend=cbpf.*CAP_BPF`, `msg=listening service=echo`)
 }
