@@ -30,6 +30,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "serve", err)
 	}
+	if err := serve.ReapOrphans(); err != nil {
+		log.Warn("orphans of handlers will not be reaped here", "err", err)
+	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	// ctx ends with SIGTERM: it stops the watcher and cancels a load still running.

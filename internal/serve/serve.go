@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"github.com/peergate/peergate/gate/limit"
 	"github.com/peergate/peergate/internal/conf"
 	"github.com/peergate/peergate/internal/config"
+	"golang.org/x/sys/unix"
 )
 
 // Server runs the services of one config file.
@@ -38,9 +38,9 @@ type Server struct {
 	lims      map[string]*limit.Limiter // per-source limits, by service name
 	logLims   map[string]*logLimit      // log_rate limiters, by service name
 	conns     map[net.Conn]struct{}
-	kids      map[*exec.Cmd]struct{}
-	sources   []acl.Source // what Watch polls: every file the last load read or tried to read
-	afterLoad func()       // tests: called by Reload between load and apply
+	groups    map[int]struct{} // process groups of handlers, while they may have members
+	sources   []acl.Source     // what Watch polls: every file the last load read or tried to read
+	afterLoad func()           // tests: called by Reload between load and apply
 	closing   bool
 	wg        sync.WaitGroup // accept loops, connections and children
 	loaded    time.Time      // when cfg was loaded
@@ -84,7 +84,7 @@ func New(path string, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{path: path, log: log, ports: map[string]*port{}, sems: map[string]chan struct{}{}, lims: map[string]*limit.Limiter{}, logLims: map[string]*logLimit{},
-		conns: map[net.Conn]struct{}{}, kids: map[*exec.Cmd]struct{}{}, m: newMetrics(),
+		conns: map[net.Conn]struct{}{}, groups: map[int]struct{}{}, m: newMetrics(),
 		bans: bans.New(bans.Config{Max: cfg.MaxBans, Guard: guardOf(cfg)}), banDone: make(chan struct{})}
 	s.m.watchBans(s.bans)
 	if err := s.startBans(cfg); err != nil {
@@ -481,12 +481,15 @@ func (s *Server) spawn(c net.Conn, svc *service) {
 		svc.log.Error("spawn failed", "peer", c.RemoteAddr().String(), "err", err)
 		return
 	}
+	pgid := cmd.Process.Pid // the child leads a group of its own
 	s.mu.Lock()
-	s.kids[cmd] = struct{}{}
+	s.groups[pgid] = struct{}{}
 	s.mu.Unlock()
-	err = cmd.Wait() // reap
+	err = kids.wait(cmd) // reap
 	s.mu.Lock()
-	delete(s.kids, cmd)
+	if unix.Kill(-pgid, 0) == unix.ESRCH { // else what it started lives on: signalled at drain
+		delete(s.groups, pgid)
+	}
 	s.mu.Unlock()
 	if err != nil {
 		svc.log.Warn("handler exited", "peer", c.RemoteAddr().String(), "pid", cmd.Process.Pid, "err", err)
@@ -498,7 +501,9 @@ const killGrace = 2 * time.Second
 
 // Shutdown stops accepting, waits for open connections and children to finish until ctx is done,
 // then closes the connections and sends SIGTERM to the children that remain (SIGKILL
-// after killGrace).
+// after killGrace). Signals go to each handler's process group, so what a handler started ends
+// with it; and once the drain is over, the groups of handlers that exited but left processes
+// behind (which may hold a client's connection open) get SIGTERM, then SIGKILL.
 func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.closeAdmin() // last: /healthz says 503 while draining
 	defer s.stopBans()
@@ -515,6 +520,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		s.signalGroups(syscall.SIGTERM) // only those left behind by handlers that exited
+		s.endGroups(time.Now().Add(killGrace))
 		return nil
 	case <-ctx.Done():
 	}
@@ -523,22 +530,48 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for c := range s.conns {
 		c.Close()
 	}
-	for cmd := range s.kids {
-		cmd.Process.Signal(syscall.SIGTERM)
-	}
 	s.mu.Unlock()
+	s.signalGroups(syscall.SIGTERM)
 	s.log.Warn("drain deadline passed; closed the remaining connections", "open", n)
+	kill := time.Now().Add(killGrace)
 	select {
 	case <-done:
 	case <-time.After(killGrace):
-		s.mu.Lock()
-		for cmd := range s.kids {
-			cmd.Process.Kill()
-		}
-		s.mu.Unlock()
+		s.signalGroups(syscall.SIGKILL)
 		<-done
 	}
+	s.endGroups(kill)
 	return ctx.Err()
+}
+
+// signalGroups sends sig to the process group of every handler that may still have one.
+func (s *Server) signalGroups(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for pgid := range s.groups {
+		if unix.Kill(-pgid, sig) == unix.ESRCH {
+			delete(s.groups, pgid)
+		}
+	}
+}
+
+// endGroups waits until the handlers' process groups are gone, and at kill sends SIGKILL to
+// those that are not.
+func (s *Server) endGroups(kill time.Time) {
+	for {
+		s.signalGroups(0) // forgets the groups that are gone
+		s.mu.Lock()
+		left := len(s.groups)
+		s.mu.Unlock()
+		if left == 0 {
+			return
+		}
+		if time.Now().After(kill) {
+			s.signalGroups(syscall.SIGKILL)
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // polling: a process group has no descriptor to wait on
+	}
 }
 
 func (s *Server) closeAll() {
