@@ -265,3 +265,54 @@ func TestServeBansPersist(t *testing.T) {
 		t.Errorf("bans after restart: %s", body)
 	}
 }
+
+// TestServeAutoBan: a real flood of denied connects, and of connects over a rate limit, bans the
+// source automatically (origin auto, saved), while others still get through.
+func TestServeAutoBan(t *testing.T) {
+	up, _ := echoUpstream(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "token", "s3cret\n")
+	text := strings.Replace(fmt.Sprintf(bansConfig, up, "state_dir: state\n"), "    upstream: "+up+"\n",
+		"    upstream: "+up+"\n    rate: 1/m\n    burst: 2\n    ban_after: {denials: 5, limit_hits: 3, within: 1m, for: 1h}\n", 1)
+	cfg := writeFile(t, dir, "serve.yaml", text)
+	p := startServe(t, cfg, "-watch", "0")
+	addr := p.addr("echo")
+	base := "http://" + p.addr("admin")
+	for _, tc := range []struct {
+		src    string
+		tries  int // connects before the ban (each refused)
+		reason string
+	}{
+		{"127.0.0.3", 5, "5 denials in 1m0s (service echo)"},     // denied by the ACL
+		{"127.0.0.2", 2 + 3, "3 limit hits in 1m0s (service echo)"}, // burst 2, then 3 over the rate
+	} {
+		for i := range tc.tries {
+			if tc.src == "127.0.0.2" && i < 2 {
+				if !served(t, tc.src, addr) {
+					t.Fatalf("%s connect %d: refused within its burst", tc.src, i)
+				}
+				continue
+			}
+			if !refused(t, tc.src, addr) {
+				t.Fatalf("%s connect %d: served", tc.src, i)
+			}
+		}
+		p.waitLog(`msg=auto-ban ban=` + strings.ReplaceAll(tc.src, ".", `\.`) + `/32 origin=auto reason="` + regexp.QuoteMeta(tc.reason) + `"`)
+		_, body := adminDo(t, "GET", base+"/explain?addr="+tc.src, "s3cret", "")
+		if !strings.Contains(body, `"layer": "ban"`) || !strings.Contains(body, `"origin": "auto"`) {
+			t.Errorf("explain %s after the flood: %s", tc.src, body)
+		}
+	}
+	if !served(t, "127.0.0.1", addr) {
+		t.Error("127.0.0.1 refused")
+	}
+	if !refused(t, "127.0.0.3", addr) {
+		t.Error("auto-banned 127.0.0.3 served")
+	}
+	_, metrics := adminDo(t, "GET", base+"/metrics", "s3cret", "")
+	for _, want := range []string{`peergate_bans_active{origin="auto"} 2`, `peergate_ban_denials_total{origin="auto",service="echo"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

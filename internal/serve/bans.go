@@ -38,12 +38,6 @@ func unbuilt(cfg *config.File) error {
 	if cfg.CrowdSec != nil {
 		keys = append(keys, "crowdsec")
 	}
-	for _, s := range cfg.Services {
-		if s.BanAfter != nil {
-			keys = append(keys, "ban_after")
-			break
-		}
-	}
 	if len(keys) > 0 {
 		return fmt.Errorf("%s: %w: %s not supported by this build yet", cfg.Path, config.ErrConfig, strings.Join(keys, ", "))
 	}

@@ -51,6 +51,8 @@ type Server struct {
 	banDone  chan struct{} // closed by Shutdown: stops the ban goroutines
 	bansOnce sync.Once
 	state    *stateStore // nil: no state_dir
+	banner   *banner
+	autos    map[string]*autoBan // by service name, kept across reloads
 }
 
 // port is one listening address and the service it currently serves.
@@ -69,6 +71,15 @@ type service struct {
 	log *slog.Logger   // for lines about one connection: under log_rate, with the service's name
 	m   *svcMetrics
 	ban *bans.Table // the server's ban layer
+	ab  *autoBan    // ban_after; nil: none
+}
+
+// decided is the gate's OnDecision: metrics, then auto-ban counting.
+func (svc *service) decided(ev gate.Event) {
+	svc.m.decided(ev)
+	if svc.ab != nil {
+		svc.ab.observe(ev)
+	}
 }
 
 // New loads the config at path and opens its listeners. Nothing is served until Serve.
@@ -87,6 +98,7 @@ func New(path string, log *slog.Logger) (*Server, error) {
 		conns: map[net.Conn]struct{}{}, groups: map[int]struct{}{}, m: newMetrics(),
 		bans: bans.New(bans.Config{Max: cfg.MaxBans, Guard: guardOf(cfg)}), banDone: make(chan struct{})}
 	s.m.watchBans(s.bans)
+	s.banner = newBanner(s, s.banDone)
 	if err := s.startBans(cfg); err != nil {
 		return nil, err
 	}
@@ -203,7 +215,12 @@ func (s *Server) apply(cfg *config.File) error {
 			ll.setRate(c.LogRate)
 		}
 		logLims[c.Name] = ll // an existing one gets its new rate below, once nothing can fail
-		svc := &service{c, sem, lims[c.Name], limitedLog(s.log, ll, c.Name), s.m.service(c.Name), s.bans}
+		svc := &service{c, sem, lims[c.Name], limitedLog(s.log, ll, c.Name), s.m.service(c.Name), s.bans, nil}
+		if c.BanAfter != nil {
+			if svc.ab = s.autos[c.Name]; svc.ab == nil || !svc.ab.same(c) {
+				svc.ab = newAutoBan(c, s.banner.add)
+			}
+		}
 		for _, a := range c.Listen {
 			want[a] = svc
 		}
@@ -266,6 +283,12 @@ func (s *Server) apply(cfg *config.File) error {
 		logLims[c.Name].setRate(c.LogRate)
 	}
 	s.applyBans(cfg)
+	s.autos = map[string]*autoBan{}
+	for _, svc := range want {
+		if svc.ab != nil {
+			s.autos[svc.Name] = svc.ab
+		}
+	}
 	s.cfg, s.sems, s.lims, s.logLims, s.sources, s.loaded = cfg, sems, lims, logLims, cfg.Sources, time.Now()
 	s.m.loaded(cfg)
 	return nil
