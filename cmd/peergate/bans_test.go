@@ -283,7 +283,7 @@ func TestServeAutoBan(t *testing.T) {
 		tries  int // connects before the ban (each refused)
 		reason string
 	}{
-		{"127.0.0.3", 5, "5 denials in 1m0s (service echo)"},     // denied by the ACL
+		{"127.0.0.3", 5, "5 denials in 1m0s (service echo)"},        // denied by the ACL
 		{"127.0.0.2", 2 + 3, "3 limit hits in 1m0s (service echo)"}, // burst 2, then 3 over the rate
 	} {
 		for i := range tc.tries {
