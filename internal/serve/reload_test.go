@@ -264,3 +264,27 @@ func TestReloadCancelled(t *testing.T) {
 		t.Error("the cancelled load was applied")
 	}
 }
+
+// TestRunningConfigHoldsNoSpec: a server keeps the compiled ACLs and not the Specs they were built
+// from, a second copy of every rule (issue 19: 131 MiB of heap for a 1 M-rule list with the Spec,
+// 70 MiB without), at start and after a reload.
+func TestRunningConfigHoldsNoSpec(t *testing.T) {
+	files := map[string]string{"serve.yaml": serveHead + "  lo: {default: allow, include: [{path: deny.txt, action: deny}]}\n", "deny.txt": "127.0.0.2\n"}
+	s, addr, _ := startFiles(t, files, false, nil)
+	for i, step := range []string{"start", "reload"} {
+		if i == 1 {
+			if err := s.Reload(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.mu.Lock()
+		a := s.cfg.ACLs[0]
+		s.mu.Unlock()
+		if a.Spec.Rules != nil || a.ACL.Len() != 1 {
+			t.Errorf("%s: Spec holds %d rules, the ACL %d; want 0 and 1", step, len(a.Spec.Rules), a.ACL.Len())
+		}
+		if admits(t, "127.0.0.2", addr) || !admits(t, "127.0.0.1", addr) {
+			t.Errorf("%s: the rules are not in force", step)
+		}
+	}
+}

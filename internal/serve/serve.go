@@ -88,6 +88,7 @@ func New(path string, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.DropSpecs() // the server judges with the compiled ACLs alone
 	if len(cfg.Services) == 0 {
 		return nil, fmt.Errorf("%s: %w: no services to serve", path, config.ErrConfig)
 	}
@@ -152,6 +153,9 @@ func (s *Server) ReloadContext(ctx context.Context) error {
 	s.reloading.Lock()
 	defer s.reloading.Unlock()
 	cfg, sources, err := config.LoadContext(ctx, s.path)
+	if err == nil {
+		cfg.DropSpecs()
+	}
 	// What this load read, as it was when read, whether the load worked or not: a file that
 	// changes after it was read (during the load, too) or that is fixed after it failed, brings
 	// another reload.
