@@ -4,9 +4,9 @@
 //
 // Usage (the command table of commands.go; "peergate help" prints it):
 //
-//	peergate serve -config FILE [-log-format text|json] [-watch 1s]
+//	peergate serve -config FILE [-log stderr|syslog] [-log-level debug|info|warn] [-log-format text|json] [-watch 1s]
 //	    run the services of a serve file
-//	peergate wrap -config FILE [-acl NAME] [-reset] [-log auto|stderr|syslog] [-log-format text|json] -- PROGRAM ARGS...
+//	peergate wrap -config FILE [-acl NAME] [-reset] [-log auto|stderr|syslog] [-log-level debug|info|warn] [-log-format text|json] -- PROGRAM ARGS...
 //	    tcpd: judge the socket on fd 0 (inetd) or fd 3 (systemd Accept=yes), then exec PROGRAM or close it
 //	peergate check -config FILE [-acl NAME] ADDR...
 //	    which rule decides each address, and where it was written (tcpdmatch)
@@ -74,9 +74,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 type flags struct {
 	*flag.FlagSet
 	config, acl, logFormat string
-	exit                   int  // the status to exit with when parse returns false
-	programArgs            bool // the first argument starts a program's command line (wrap): no flags after it
-	configOptional         bool // -config may be left out (ban, unban, bans: -admin will do)
+	logLevel               string // -log-level: debug, info or warn
+	exit                   int    // the status to exit with when parse returns false
+	programArgs            bool   // the first argument starts a program's command line (wrap): no flags after it
+	configOptional         bool   // -config may be left out (ban, unban, bans: -admin will do)
 }
 
 // newFlags returns the flags of command name with -config (required).
@@ -105,6 +106,7 @@ func (f *flags) withACL() *flags {
 
 func (f *flags) withLog() *flags {
 	f.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&f.logLevel, "log-level", "info", "the least severe lines to log: debug, info or warn")
 	return f
 }
 
@@ -138,14 +140,22 @@ func (f *flags) parse(args []string) bool {
 		fmt.Fprintf(f.Output(), "%s: -log-format must be text or json, not %q\n", f.Name(), f.logFormat)
 		return false
 	}
+	if _, ok := logLevels[f.logLevel]; !ok {
+		fmt.Fprintf(f.Output(), "%s: -log-level must be debug, info or warn, not %q\n", f.Name(), f.logLevel)
+		return false
+	}
 	return true
 }
 
+// logLevels are the values of -log-level ("" where a command has no such flag).
+var logLevels = map[string]slog.Level{"": slog.LevelInfo, "debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn}
+
 func (f *flags) logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: logLevels[f.logLevel]}
 	if f.logFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil))
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(w, nil))
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // fail prints err for the user and returns exitError.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/syslog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 // reload runs, and cancels it.
 func cmdServe(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("serve", stderr).withLog()
+	logTo := f.String("log", "stderr", "where to log: stderr or syslog (facility daemon; stderr when syslog cannot be reached)")
 	watch := f.Duration("watch", time.Second, "how often to check the config files for changes (0: only on SIGHUP)")
 	if !f.parse(args) {
 		return f.exit
@@ -25,7 +27,13 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if f.NArg() > 0 {
 		return fail(stderr, "serve", fmt.Errorf("unexpected arguments: %q", f.Args()))
 	}
-	log := f.logger(stderr)
+	if *logTo != "stderr" && *logTo != "syslog" {
+		return fail(stderr, "serve", fmt.Errorf("-log must be stderr or syslog, not %q", *logTo))
+	}
+	log, err := wrapLogger(f, *logTo, stderr, dialSyslog(syslog.LOG_DAEMON))
+	if err != nil {
+		return fail(stderr, "serve", err)
+	}
 	srv, err := serve.New(f.config, log)
 	if err != nil {
 		return fail(stderr, "serve", err)

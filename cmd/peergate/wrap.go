@@ -35,7 +35,7 @@ func cmdWrap(args []string, stdout, stderr io.Writer) int {
 	if !f.parse(args) {
 		return f.exit
 	}
-	log, err := wrapLogger(f, *logTo, stderr, dialSyslog)
+	log, err := wrapLogger(f, *logTo, stderr, dialSyslog(syslog.LOG_AUTH))
 	if err != nil {
 		return fail(stderr, "wrap", err)
 	}
@@ -137,7 +137,7 @@ func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// wrapLogger picks where wrap logs. Under inetd, stderr is the client's socket: writing logs
+// wrapLogger picks where wrap (and serve) logs. Under inetd, stderr is the client's socket: writing logs
 // there would send them to the client, so "auto" uses syslog then, as tcpd does. Where syslog
 // cannot be reached, wrap logs to stderr after a line that says so, unless stderr is the client's
 // socket: then it stays silent.
@@ -162,14 +162,15 @@ func wrapLogger(f *flags, to string, stderr io.Writer, dial func() (*syslog.Writ
 		if stderrSocket {
 			return slog.New(slog.DiscardHandler), nil // no syslog: stay silent rather than talk to the client
 		}
-		fmt.Fprintf(stderr, "peergate wrap: syslog unavailable (%v); logging to stderr\n", err)
+		fmt.Fprintf(stderr, "%s: syslog unavailable (%v); logging to stderr\n", f.Name(), err)
 	}
 	return f.logger(stderr), nil
 }
 
-// dialSyslog connects to the local syslog daemon, facility auth.
-func dialSyslog() (*syslog.Writer, error) {
-	return syslog.New(syslog.LOG_INFO|syslog.LOG_AUTH, "peergate")
+// dialSyslog returns a function that connects to the local syslog daemon with facility (wrap:
+// auth, as tcpd; serve: daemon).
+func dialSyslog(facility syslog.Priority) func() (*syslog.Writer, error) {
+	return func() (*syslog.Writer, error) { return syslog.New(syslog.LOG_INFO|facility, "peergate") }
 }
 
 // syslogLogger logs to w at the severities tcpd uses: refusals (and peers not judged) at warning,

@@ -12,7 +12,9 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -145,6 +147,10 @@ type Service struct {
 	FilterLine     int           // where kernel_filter was written; 0 when it was not
 	LogRate        int           // log lines about single connections a second, per service; 0: no limit
 	KeepAlive      time.Duration // TCP keep-alive idle time on both sides of a connection; 0: off
+	LogAllowed     bool          // log_allowed: log each allowed connection and its end at Info
+	User, Group    string        // user, group: who spawned handlers run as, as written; "": peergate's own
+	UID, GID       int           // resolved from User and Group at load; -1: not set
+	UserLine       int           // where user (or else group) was written; 0 when neither was
 
 	// PROXY protocol.
 	TrustedProxies     []netip.Prefix // direct peers whose PROXY header is read; none: the feature is off
@@ -343,7 +349,7 @@ func loadACL(ctx context.Context, l *acl.Loader, path, name string, k, v *yaml.N
 
 const serviceKeys = "name, listen, acl, upstream, exec, on_deny, dry_run, connect_timeout, idle_timeout, max_conns, " +
 	"kernel_filter, trusted_proxies, proxy_protocol, proxy_header_timeout, send_proxy, per_source, per_source_prefix, " +
-	"rate, burst, max_sources, log_rate, keepalive, never_ban or ban_after"
+	"rate, burst, max_sources, log_rate, log_allowed, keepalive, user, group, never_ban or ban_after"
 
 // DefaultProxyHeaderTimeout is proxy_header_timeout when the file does not set it.
 const DefaultProxyHeaderTimeout = 5 * time.Second
@@ -351,7 +357,7 @@ const DefaultProxyHeaderTimeout = 5 * time.Second
 func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 	path := f.Path
 	s := &Service{Line: n.Line, ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout, MaxConns: DefaultMaxConns,
-		KernelFilter: FilterOff, ProxyHeaderTimeout: DefaultProxyHeaderTimeout, LogRate: DefaultLogRate}
+		KernelFilter: FilterOff, ProxyHeaderTimeout: DefaultProxyHeaderTimeout, LogRate: DefaultLogRate, UID: -1, GID: -1}
 	// Where keys that need another key were written (0: not written).
 	var proxyLine, sendLine, burstLine, rateLine, timeoutLine, maxSourcesLine, prefixLine int
 	aclLine := 0 // where acl was written; -1 when it named no ACL (already reported)
@@ -403,10 +409,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 				errs.At(path, v.Line, word, fmt.Errorf("%w: on_deny must be close or reset", ErrConfig))
 			}
 		case "dry_run":
-			b, ok := conf.Scalar(path, v, errs)
-			if s.DryRun = b == "true"; ok && b != "true" && b != "false" {
-				errs.At(path, v.Line, b, fmt.Errorf("%w: dry_run must be true or false", ErrConfig))
-			}
+			s.DryRun = boolean(path, v, errs, "dry_run")
 		case "connect_timeout":
 			s.ConnectTimeout = duration(path, v, errs)
 		case "idle_timeout":
@@ -417,6 +420,16 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 			s.LogRate = count(path, v, errs, "log_rate")
 		case "keepalive":
 			s.KeepAlive = duration(path, v, errs)
+		case "log_allowed":
+			s.LogAllowed = boolean(path, v, errs, "log_allowed")
+		case "user":
+			s.User, s.UID = lookupID(path, v, errs, "user")
+			s.UserLine = v.Line
+		case "group":
+			s.Group, s.GID = lookupID(path, v, errs, "group")
+			if s.UserLine == 0 {
+				s.UserLine = v.Line
+			}
 		case "kernel_filter":
 			switch word, _ := conf.Scalar(path, v, errs); word {
 			case FilterOff, FilterAuto, FilterEBPF, FilterCBPF, FilterRequired:
@@ -540,6 +553,23 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 	}
 	if s.BanAfter != nil && s.BanAfter.LimitHits > 0 && s.PerSource == 0 && rateLine == 0 {
 		errs.At(path, s.BanAfter.Line, "limit_hits", fmt.Errorf("%w: ban_after.limit_hits needs per_source or rate (a limit to hit)", ErrConfig))
+	}
+	if s.UserLine != 0 {
+		who := s.User
+		if who == "" {
+			who = s.Group
+		}
+		switch {
+		case len(s.Exec) == 0:
+			errs.At(path, s.UserLine, who, fmt.Errorf("%w: user and group need exec (spawn mode): they set who the handler runs as", ErrConfig))
+		case geteuid() != 0:
+			errs.At(path, s.UserLine, who, fmt.Errorf("%w: user and group need peergate to run as root (it runs as uid %d)", ErrConfig, geteuid()))
+		}
+		if s.GID < 0 && s.UID >= 0 && s.Group == "" { // user alone: the user's primary group
+			if s.GID = primaryGroup(s.User); s.GID < 0 {
+				errs.At(path, s.UserLine, s.User, fmt.Errorf("%w: user %s has no entry in the user database to take a group from: set group too", ErrConfig, s.User))
+			}
+		}
 	}
 	if burstLine != 0 && s.Rate == 0 && rateLine == 0 { // a bad rate is reported already
 		errs.At(path, burstLine, strconv.Itoa(s.Burst), fmt.Errorf("%w: burst needs rate", ErrConfig))
@@ -668,6 +698,67 @@ func prefixes(path string, v *yaml.Node, errs *conf.Errors) []netip.Prefix {
 }
 
 // count reads a whole number ≥ 0.
+// geteuid is os.Geteuid; tests replace it.
+var geteuid = os.Geteuid
+
+// boolean reads true or false.
+func boolean(path string, v *yaml.Node, errs *conf.Errors, key string) bool {
+	b, ok := conf.Scalar(path, v, errs)
+	if ok && b != "true" && b != "false" {
+		errs.At(path, v.Line, b, fmt.Errorf("%w: %s must be true or false", ErrConfig, key))
+	}
+	return b == "true"
+}
+
+// ErrNoSuchUser marks a user or group name that the system does not know.
+var ErrNoSuchUser = errors.New("no such user or group")
+
+// lookupID reads a user (key "user") or group name, or a number, and returns it with its id.
+func lookupID(path string, v *yaml.Node, errs *conf.Errors, key string) (string, int) {
+	word, ok := conf.Scalar(path, v, errs)
+	if !ok {
+		return "", -1
+	}
+	if n, err := strconv.ParseUint(word, 10, 32); err == nil {
+		return word, int(n)
+	}
+	var id string
+	var err error
+	if key == "user" {
+		var u *user.User
+		if u, err = user.Lookup(word); err == nil {
+			id = u.Uid
+		}
+	} else {
+		var g *user.Group
+		if g, err = user.LookupGroup(word); err == nil {
+			id = g.Gid
+		}
+	}
+	n, perr := strconv.Atoi(id)
+	if err != nil || perr != nil || word == "" {
+		errs.At(path, v.Line, word, fmt.Errorf("%w: %w: %s", ErrConfig, ErrNoSuchUser, key))
+		return word, -1
+	}
+	return word, n
+}
+
+// primaryGroup returns the primary group id of user (a name or a number), or -1.
+func primaryGroup(name string) int {
+	u, err := user.Lookup(name)
+	if err != nil {
+		u, err = user.LookupId(name)
+	}
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
 func count(path string, v *yaml.Node, errs *conf.Errors, key string) int {
 	word, _ := conf.Scalar(path, v, errs)
 	n, err := strconv.Atoi(word)

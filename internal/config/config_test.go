@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -255,6 +256,10 @@ func TestErrors(t *testing.T) {
 		// The ACL file is the config itself, 38 bytes: over the bound, which is read first wherever it is written.
 		{"admin token_file a directory", svc + "    upstream: x:1\nadmin: {listen: \"127.0.0.1:9\", token_file: /}\n", 8, "/", acl.ErrNotRegular},
 		{"ACL file over max_file_size", "acls:\n  a: c.yaml\nmax_file_size: 30\n#\n", 2, "c.yaml", acl.ErrTooBig},
+		{"bad log_allowed", svc + "    upstream: x:1\n    log_allowed: yes\n", 8, "yes", ErrConfig},
+		{"unknown user", svc + "    exec: [/bin/true]\n    user: no-such-user-here\n", 8, "no-such-user-here", ErrNoSuchUser},
+		{"unknown group", svc + "    exec: [/bin/true]\n    group: no-such-group-here\n", 8, "no-such-group-here", ErrNoSuchUser},
+		{"user in proxy mode", svc + "    upstream: x:1\n    user: \"65534\"\n    group: \"65534\"\n", 8, "65534", ErrConfig},
 		{"duplicate service name", svc + "    upstream: x:1\n  - name: s\n    listen: [\":2\"]\n    acl: a\n    upstream: x:1\n", 8, "s", ErrConfig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -459,5 +464,50 @@ services:
 	if b := s.BanAfter; b == nil || b.Denials != 20 || b.LimitHits != 50 || b.Within != time.Minute || b.For != time.Hour ||
 		!slices.Equal(s.NeverBan, []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")}) {
 		t.Errorf("service ban keys: %+v %v", s.BanAfter, s.NeverBan)
+	}
+}
+
+// TestUserGroup: user and group resolve names at load and take numbers; user alone takes the
+// user's primary group; a numeric user with no entry needs group; peergate must run as root.
+func TestUserGroup(t *testing.T) {
+	const svc = "acls:\n  a: {default: deny}\nservices:\n  - name: s\n    listen: [\"127.0.0.1:1\"]\n    acl: a\n    exec: [/bin/true]\n"
+	for _, tc := range []struct {
+		name, keys string
+		euid       int
+		uid, gid   int
+		err        string
+	}{
+		{"names", "    user: nobody\n    group: nogroup\n", 0, 65534, 65534, ""},
+		{"user alone", "    user: nobody\n", 0, 65534, 65534, ""},
+		{"numbers", "    user: \"4321\"\n    group: \"1234\"\n", 0, 4321, 1234, ""},
+		{"group alone", "    group: \"1234\"\n", 0, -1, 1234, ""},
+		{"numeric user with no entry", "    user: \"4321\"\n", 0, 0, 0, "set group too"},
+		{"not root", "    user: nobody\n", 1000, 0, 0, "need peergate to run as root (it runs as uid 1000)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func(f func() int) { geteuid = f }(geteuid)
+			geteuid = func() int { return tc.euid }
+			if _, err := user.Lookup("nobody"); err != nil {
+				t.Skipf("no user nobody here: %v", err)
+			}
+			if _, err := user.LookupGroup("nogroup"); err != nil {
+				t.Skipf("no group nogroup here: %v", err)
+			}
+			path := write(t, t.TempDir(), "c.yaml", svc+tc.keys, 0o644)
+			f, err := Load(path)
+			if tc.err != "" {
+				var pe *acl.PosError
+				if !errors.As(err, &pe) || pe.Line != 8 || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Load: %v; want an error at line 8 saying %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := f.Services[0]; s.UID != tc.uid || s.GID != tc.gid {
+				t.Errorf("uid %d gid %d, want %d %d", s.UID, s.GID, tc.uid, tc.gid)
+			}
+		})
 	}
 }

@@ -139,6 +139,11 @@ type effectiveSvc struct {
 	MaxSources     int                `json:"max_sources,omitempty"`
 	LogRate        *int               `json:"log_rate,omitempty"`
 	KeepAlive      string             `json:"keepalive,omitempty"`
+	LogAllowed     bool               `json:"log_allowed,omitempty"`
+	User           string             `json:"user,omitempty"`  // as written; UID resolved at load
+	Group          string             `json:"group,omitempty"` // as written (or the user's primary group)
+	UID            *int               `json:"uid,omitempty"`
+	GID            *int               `json:"gid,omitempty"`
 	NeverBan       []string           `json:"never_ban,omitempty"`
 	BanAfter       *effectiveBanAfter `json:"ban_after,omitempty"`
 	TokenRequired  bool               `json:"token_required,omitempty"`
@@ -162,7 +167,14 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
 		es := effectiveSvc{Name: c.Name, Listen: c.Listen, ACL: c.ACL.Name,
 			Upstream: c.Upstream, Exec: c.Exec, OnDeny: onDeny, DryRun: c.DryRun,
 			ConnectTimeout: c.ConnectTimeout.String(), IdleTimeout: c.IdleTimeout.String(), MaxConns: &c.MaxConns,
-			KernelFilter: c.KernelFilter, SendProxy: c.SendProxy, LogRate: &c.LogRate, KeepAlive: c.KeepAlive.String()}
+			KernelFilter: c.KernelFilter, SendProxy: c.SendProxy, LogRate: &c.LogRate, KeepAlive: c.KeepAlive.String(),
+			LogAllowed: c.LogAllowed, User: c.User, Group: c.Group}
+		if c.UID >= 0 {
+			es.UID = &c.UID
+		}
+		if c.GID >= 0 {
+			es.GID = &c.GID
+		}
 		if c.KernelFilter != config.FilterOff {
 			es.KernelFilters = filters[c.Name]
 		}

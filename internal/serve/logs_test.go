@@ -91,6 +91,10 @@ func TestPerConnectionLogsLimited(t *testing.T) {
 			return "acls:\n  lo: {default: deny, allow: [127.0.0.1]}\nservices:\n  - name: p\n    listen: [\"127.0.0.1:0\"]\n" +
 				"    acl: lo\n    log_rate: 5\n    exec: [/bin/false]\n"
 		}, func(s *Server) string { return s.Addrs()["p"][0].String() }, "127.0.0.1"},
+		{"log_allowed", "allowed", 5, 150, func(t *testing.T) string {
+			return "acls:\n  lo: {default: deny, allow: [127.0.0.1]}\nservices:\n  - name: p\n    listen: [\"127.0.0.1:0\"]\n" +
+				"    acl: lo\n    log_rate: 5\n    log_allowed: true\n    exec: [/bin/true]\n"
+		}, func(s *Server) string { return s.Addrs()["p"][0].String() }, "127.0.0.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := countingHandler{&sync.Mutex{}, map[string]int{}}

@@ -63,8 +63,9 @@ var abortReasons = [nEnds]string{endIdle: "idle", endRead: "read", endWrite: "wr
 // holds none and loses nothing, while a write that fails or makes no progress for idle would lose
 // what it holds, so it ends the connection with a reset both ways (never a FIN, which would pass
 // a truncated stream off as a whole one). So does a failed read. A connection quiet both ways
-// for idle (0: never) is closed.
-func pipe(a, b net.Conn, idle time.Duration) (aToB, bToA int64, why end) {
+// for idle (0: never) is closed. aFirst reports, for a clean end, that a's end came first (the
+// client closed, when a is the client).
+func pipe(a, b net.Conn, idle time.Duration) (aToB, bToA int64, why end, aFirst bool) {
 	p := &piping{a: a, b: b, idle: idle}
 	p.progress()
 	done := make(chan struct{})
@@ -75,7 +76,7 @@ func pipe(a, b net.Conn, idle time.Duration) (aToB, bToA int64, why end) {
 		p.abort(endIdle)
 	}
 	p.abort(endDone)
-	return aToB, bToA, p.why
+	return aToB, bToA, p.why, p.first.Load() == 1
 }
 
 // piping is the state the two directions of a pipe share.
@@ -85,6 +86,7 @@ type piping struct {
 	last  atomic.Int64 // unix nanos of the last progress either way
 	ended atomic.Int32 // directions that reached EOF
 	idled atomic.Bool  // a direction found the pipe idle: both are to end
+	first atomic.Int32 // whose EOF came first: 1 a's, 2 b's
 	once  sync.Once
 	why   end // set by the first abort
 }
@@ -196,6 +198,11 @@ func endOf(err error, what end) end {
 
 // eof passes on the end of one direction: a half-close, or the close once both have ended.
 func (p *piping) eof(dst net.Conn) {
+	from := int32(1) // dst is b: the EOF was a's
+	if dst == p.a {
+		from = 2
+	}
+	p.first.CompareAndSwap(0, from)
 	if p.ended.Add(1) == 2 {
 		p.abort(endDone) // both ways done: the close sends the FIN, no shutdown needed first
 	} else {

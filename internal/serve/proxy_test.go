@@ -246,7 +246,7 @@ func TestPipeEnds(t *testing.T) {
 				}
 				ended := make(chan result, 1)
 				t0 := time.Now()
-				go func() { _, _, why := pipe(a, b, idle); ended <- result{why, time.Now()} }()
+				go func() { _, _, why, _ := pipe(a, b, idle); ended <- result{why, time.Now()} }()
 				tc.run(t, fa, fb)
 				var r result
 				select {

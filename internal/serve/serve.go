@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -317,7 +319,27 @@ func listen(addr string) (net.Listener, error) {
 	// handle turns keep-alive on for the connections that are let in, where the config asks.
 	lc := net.ListenConfig{KeepAlive: -1}
 	lc.SetMultipathTCP(false)
-	return lc.Listen(context.Background(), "tcp", addr)
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	return ln, bindHint(addr, err)
+}
+
+// ErrPrivilegedPort marks a refused bind to a port below 1024.
+var ErrPrivilegedPort = errors.New("ports below 1024 need root or CAP_NET_BIND_SERVICE")
+
+// bindHint adds to a bind refused with EACCES on a port below 1024 how to grant the capability.
+func bindHint(addr string, err error) error {
+	if err == nil || !errors.Is(err, syscall.EACCES) {
+		return err
+	}
+	_, p, _ := net.SplitHostPort(addr)
+	if port, perr := strconv.Atoi(p); perr != nil || port == 0 || port >= 1024 {
+		return err
+	}
+	exe, xerr := os.Executable()
+	if xerr != nil {
+		exe = "/path/to/peergate"
+	}
+	return fmt.Errorf("%w: %w: run `setcap cap_net_bind_service=+ep %s`, or in its systemd unit set AmbientCapabilities=CAP_NET_BIND_SERVICE", err, ErrPrivilegedPort, exe)
 }
 
 // Serve accepts connections on every listener until Shutdown, and then returns nil.
@@ -464,16 +486,33 @@ func (s *Server) handle(c net.Conn, svc *service) {
 	if tc, ok := raw.(*net.TCPConn); ok && svc.KeepAlive > 0 {
 		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: svc.KeepAlive})
 	}
+	t0 := time.Now()
+	if svc.LogAllowed {
+		svc.log.Info("allowed", "peer", c.RemoteAddr().String(), "listen", c.LocalAddr().String())
+	}
 	if svc.Upstream != "" {
-		s.proxy(c, raw, early, svc)
+		s.proxy(c, raw, early, svc, t0)
 	} else {
-		s.spawn(raw, svc)
+		s.spawn(raw, svc, t0)
 	}
 }
 
+// endLevel is the level of the line that ends a connection's log: Info with log_allowed, which
+// logs the start too, Debug otherwise.
+func endLevel(svc *service) slog.Level {
+	if svc.LogAllowed {
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
+}
+
+// endNames name how a proxied connection ended in the access log (end=...), by end; a clean
+// end is client_closed or upstream_closed, after whichever side closed first.
+var endNames = [nEnds]string{endIdle: "idle_timeout", endRead: "error", endWrite: "error", endDrain: "drain"}
+
 // proxy connects c to the upstream: raw is the socket beneath c, early the bytes already read
 // from it past a PROXY header.
-func (s *Server) proxy(c, raw net.Conn, early []byte, svc *service) {
+func (s *Server) proxy(c, raw net.Conn, early []byte, svc *service, start time.Time) {
 	t0 := time.Now()
 	up, err := dialUpstream(context.Background(), svc.Service)
 	if err != nil {
@@ -489,20 +528,28 @@ func (s *Server) proxy(c, raw net.Conn, early []byte, svc *service) {
 		c.Close()
 		return
 	}
-	in, out, why := pipe(raw, up, svc.IdleTimeout)
+	in, out, why, clientFirst := pipe(raw, up, svc.IdleTimeout)
 	in += int64(len(early))
 	svc.m.bytesIn.Add(float64(in))
 	svc.m.bytesOut.Add(float64(out))
 	if why != endDone {
 		svc.m.aborts[why].Inc()
 	}
-	if svc.log.Enabled(context.Background(), slog.LevelDebug) { // RemoteAddr().String() allocates
-		svc.log.Debug("proxied", "peer", c.RemoteAddr().String(), "in", in, "out", out, "end", abortReasons[why])
+	if lvl := endLevel(svc); svc.log.Enabled(context.Background(), lvl) { // RemoteAddr().String() allocates
+		name := endNames[why]
+		if why == endDone {
+			name = "upstream_closed"
+			if clientFirst {
+				name = "client_closed"
+			}
+		}
+		svc.log.Log(context.Background(), lvl, "connection ended", "peer", c.RemoteAddr().String(),
+			"duration", time.Since(start).Round(time.Microsecond), "in", in, "out", out, "end", name)
 	}
 }
 
-func (s *Server) spawn(c net.Conn, svc *service) {
-	cmd, err := spawn(c, svc.Exec)
+func (s *Server) spawn(c net.Conn, svc *service, start time.Time) {
+	cmd, err := spawn(c, svc.Service)
 	c.Close() // the child has its own copy
 	if err != nil {
 		svc.log.Error("spawn failed", "peer", c.RemoteAddr().String(), "err", err)
@@ -520,6 +567,10 @@ func (s *Server) spawn(c net.Conn, svc *service) {
 	s.mu.Unlock()
 	if err != nil {
 		svc.log.Warn("handler exited", "peer", c.RemoteAddr().String(), "pid", cmd.Process.Pid, "err", err)
+	}
+	if lvl := endLevel(svc); svc.log.Enabled(context.Background(), lvl) {
+		svc.log.Log(context.Background(), lvl, "connection ended", "peer", c.RemoteAddr().String(),
+			"duration", time.Since(start).Round(time.Microsecond), "pid", cmd.Process.Pid, "end", "exited", "status", cmd.ProcessState.ExitCode())
 	}
 }
 

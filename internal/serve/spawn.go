@@ -14,13 +14,18 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/peergate/peergate/internal/config"
 )
 
 // spawn starts prog with the connection as its standard input and output, like inetd's "nowait"
 // services, and the UCSPI variables describing the connection in its environment (PROTO,
 // TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT). Its standard error is peergate's. The
 // caller still owns c and should close it once spawn returns: the child has its own copy of the fd.
-func spawn(c net.Conn, argv []string) (*exec.Cmd, error) {
+//
+// With svc's user or group set, the child runs as that uid and gid with no supplementary groups.
+func spawn(c net.Conn, svc *config.Service) (*exec.Cmd, error) {
+	argv := svc.Exec
 	sc, ok := c.(interface{ File() (*os.File, error) })
 	if !ok {
 		return nil, fmt.Errorf("spawn: %T has no file descriptor", c)
@@ -36,6 +41,17 @@ func spawn(c net.Conn, argv []string) (*exec.Cmd, error) {
 	// A process group of its own: signals to peergate's group spare the child, and the drain can
 	// signal the child together with whatever it started.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if svc.UID >= 0 || svc.GID >= 0 {
+		uid, gid := svc.UID, svc.GID
+		if uid < 0 {
+			uid = os.Getuid()
+		}
+		if gid < 0 {
+			gid = os.Getgid()
+		}
+		// Groups empty, NoSetGroups false: setgroups(0) drops root's supplementary groups.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+	}
 	if err := kids.start(cmd); err != nil {
 		return nil, fmt.Errorf("spawn %s: %w", argv[0], err)
 	}
