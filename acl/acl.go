@@ -90,6 +90,21 @@ func (r Rule) String() string {
 type Decision struct {
 	Action Action
 	Rule   *Rule
+	// UnixRule is the entry of the unix policy that decided a Unix-domain peer by its
+	// credentials (see DecideUnix); nil when the policy's default decided, and for IP peers.
+	UnixRule *UnixRule
+}
+
+// By returns what decided, as logs and check print it: the rule's prefix ("10.0.0.0/8") or the
+// unix policy's entry ("uid alice=1000") and its origin, or "default" and "".
+func (d Decision) By() (rule, origin string) {
+	switch {
+	case d.UnixRule != nil:
+		return d.UnixRule.target(), d.UnixRule.Origin.String()
+	case d.Rule != nil:
+		return d.Rule.Prefix.String(), d.Rule.Origin.String()
+	}
+	return "default", ""
 }
 
 // Allowed reports whether the decision lets the peer in.
@@ -97,6 +112,9 @@ func (d Decision) Allowed() bool { return d.Action == Allow }
 
 // String returns "allow by 10.0.0.0/8 (acl.yaml:3)" or "deny by default".
 func (d Decision) String() string {
+	if r := d.UnixRule; r != nil {
+		return d.Action.String() + " by " + r.target() + " (" + r.Origin.String() + ")"
+	}
 	if d.Rule == nil {
 		return d.Action.String() + " by default"
 	}
@@ -106,8 +124,10 @@ func (d Decision) String() string {
 // Spec is an ACL before it is compiled: what a loader reads from a file, and what lint inspects.
 type Spec struct {
 	Default Action // decides addresses that no rule covers
-	Unix    Action // decides Unix-domain peers; the zero value denies them
+	Unix    Action // decides Unix-domain peers no UnixRules entry decides; the zero value denies them
 	Rules   []Rule
+	// UnixRules judge Unix-domain peers by the credentials of their process (see DecideUnix).
+	UnixRules []UnixRule
 }
 
 // ACL is a compiled, immutable access list. Its methods are safe for concurrent use.
@@ -116,6 +136,7 @@ type ACL struct {
 	rules     []Rule // sorted by prefix; ruleVal indexes into it
 	v4        table4
 	v6        table6
+	unixRules unixPolicy
 }
 
 // New compiles spec into an ACL. Each rule's prefix must be valid and have no host bits set;
@@ -167,7 +188,12 @@ func New(spec Spec) (*ACL, error) {
 	for i := range rules {
 		rules[i].Prefix, _ = normalPrefix(rules[i].Prefix)
 	}
-	a := &ACL{def: spec.Default, unix: spec.Unix, rules: rules}
+	for i, r := range spec.UnixRules {
+		if err := checkAction(r.Action); err != nil {
+			return nil, fmt.Errorf("unix rule %d %s (%s): %w", i, r.target(), r.Origin, err)
+		}
+	}
+	a := &ACL{def: spec.Default, unix: spec.Unix, rules: rules, unixRules: newUnixPolicy(spec.UnixRules)}
 	a.compile()
 	return a, nil
 }
@@ -199,7 +225,8 @@ func (a *ACL) Decide(addr netip.Addr) Decision {
 	return a.decision(v)
 }
 
-// Unix returns the decision for a Unix-domain peer, which has no address: the ACL's unix policy.
+// Unix returns the decision for a Unix-domain peer, which has no address, when its credentials
+// are unknown: the default of the ACL's unix policy. DecideUnix judges a peer by its credentials.
 func (a *ACL) Unix() Decision { return Decision{Action: a.unix} }
 
 // Default returns the action for addresses that no rule covers.

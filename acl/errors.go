@@ -16,9 +16,11 @@ var (
 	ErrMissingDefault = errors.New(`missing required key "default"`)
 	ErrInclude        = errors.New("cannot read include")
 	ErrTooMany        = errors.New("too many rules")
-	ErrUnknownKey     = conf.ErrUnknownKey
-	ErrDuplicateKey   = conf.ErrDuplicateKey
-	ErrSyntax         = conf.ErrSyntax
+	// ErrUnixID: a user or group of the unix policy is unknown, or its number is out of range.
+	ErrUnixID       = errors.New("unknown user or group")
+	ErrUnknownKey   = conf.ErrUnknownKey
+	ErrDuplicateKey = conf.ErrDuplicateKey
+	ErrSyntax       = conf.ErrSyntax
 	// ErrSecondDocument: a file holds more than one YAML document (content after "---" or
 	// "..."); only one is read, so the file is refused. It wraps ErrSyntax.
 	ErrSecondDocument = conf.ErrSecondDocument

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"sync"
 
 	"github.com/peergate/peergate/internal/conf"
@@ -32,6 +35,8 @@ func Load(path string) (*ACL, error) {
 //	include:                               # list files, relative to this file
 //	  - {path: drop.txt, action: deny}
 //	unix: deny                             # Unix-domain peers; default deny
+//	# or, judged by the credentials of the peer's process (SO_PEERCRED):
+//	# unix: {allow_uids: [postgres, 1000], allow_gids: [adm], deny_uids: [nobody], default: deny}
 //
 // The format is strict: unknown and duplicate keys are errors. Every error names the file, the line
 // and the offending value, and wraps one of the package's sentinel errors.
@@ -126,7 +131,11 @@ func (l *Loader) SpecFromNode(ctx context.Context, name string, n *yaml.Node) (S
 		case "default":
 			spec.Default, haveDefault = scalarAction(name, v, &errs), true
 		case "unix":
-			spec.Unix = scalarAction(name, v, &errs)
+			if v.Kind == yaml.MappingNode {
+				unixPolicyNode(name, v, &spec, &errs)
+			} else {
+				spec.Unix = scalarAction(name, v, &errs)
+			}
 		case "allow", "deny":
 			act, _ := ParseAction(key)
 			for _, item := range conf.Sequence(name, v, &errs) {
@@ -208,4 +217,88 @@ func scalarAction(name string, n *yaml.Node, errs *conf.Errors) Action {
 		errs.At(name, n.Line, s, err)
 	}
 	return a
+}
+
+// unixPolicyNode reads the mapping form of "unix": lists of users and groups to allow or deny,
+// and the default for the rest (deny when not given). Names are resolved to ids now, with
+// os/user; an unknown name is an error at its line.
+func unixPolicyNode(name string, n *yaml.Node, spec *Spec, errs *conf.Errors) {
+	spec.Unix = Deny
+	conf.Mapping(name, n, errs, func(key string, k, v *yaml.Node) {
+		var kind UnixKind
+		var act Action
+		switch key {
+		case "default":
+			spec.Unix = scalarAction(name, v, errs)
+			return
+		case "allow_uids":
+			kind, act = UID, Allow
+		case "allow_gids":
+			kind, act = GID, Allow
+		case "deny_uids":
+			kind, act = UID, Deny
+		case "deny_gids":
+			kind, act = GID, Deny
+		default:
+			conf.Unknown(errs, name, k, "allow_uids, allow_gids, deny_uids, deny_gids or default in unix")
+			return
+		}
+		for _, item := range conf.Sequence(name, v, errs) {
+			s, ok := conf.Scalar(name, item, errs)
+			if !ok {
+				continue
+			}
+			id, err := ResolveUnixID(kind, s)
+			if err != nil {
+				errs.At(name, item.Line, s, err)
+				continue
+			}
+			r := UnixRule{Kind: kind, ID: id, Action: act, Origin: Origin{name, item.Line}}
+			if !isNumber(s) {
+				r.Name = s
+			}
+			spec.UnixRules = append(spec.UnixRules, r)
+		}
+	})
+}
+
+// ResolveUnixID returns the id of a user (kind UID) or group (GID) given as a decimal number or
+// a name, looked up with os/user. An unknown name, or a number out of range, is an error
+// wrapping ErrUnixID.
+func ResolveUnixID(kind UnixKind, s string) (uint32, error) {
+	if isNumber(s) {
+		v, err := strconv.ParseUint(s, 10, 32)
+		if err != nil || v == math.MaxUint32 { // -1 as uint32 means "no id" to the kernel
+			return 0, fmt.Errorf("%w: %s %s out of range", ErrUnixID, kind, s)
+		}
+		return uint32(v), nil
+	}
+	var id string
+	if kind == GID {
+		g, err := user.LookupGroup(s)
+		if err != nil {
+			return 0, fmt.Errorf("%w: group %q: %w", ErrUnixID, s, err)
+		}
+		id = g.Gid
+	} else {
+		u, err := user.Lookup(s)
+		if err != nil {
+			return 0, fmt.Errorf("%w: user %q: %w", ErrUnixID, s, err)
+		}
+		id = u.Uid
+	}
+	v, err := strconv.ParseUint(id, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s %q has id %q, not a number", ErrUnixID, kind, s, id)
+	}
+	return uint32(v), nil
+}
+
+func isNumber(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

@@ -317,10 +317,10 @@ func (l *Listener) log(log *slog.Logger, ev *Event) {
 		log.LogAttrs(ctx, slog.LevelInfo, msg, attrs...)
 		return
 	}
-	attrs := []slog.Attr{slog.String("listen", l.Addr().String()), slog.String("peer", ev.Peer.String()), slog.String("rule", "default")}
-	if r := ev.Decision.Rule; r != nil {
-		attrs[2] = slog.String("rule", r.Prefix.String())
-		attrs = append(attrs, slog.String("origin", r.Origin.String()))
+	rule, origin := ev.Decision.By()
+	attrs := []slog.Attr{slog.String("listen", l.Addr().String()), slog.String("peer", ev.Peer.String()), slog.String("rule", rule)}
+	if origin != "" {
+		attrs = append(attrs, slog.String("origin", origin))
 	}
 	if ev.Proxied {
 		attrs = append(attrs, slog.String("proxy", ev.Direct.String()))

@@ -25,24 +25,31 @@ type Peer struct {
 	AddrPort netip.AddrPort
 	// Unix is true for a Unix-domain peer, which has no address.
 	Unix bool
+	// Cred is the credentials of a Unix-domain peer's process, from SO_PEERCRED (Linux); not
+	// Valid elsewhere, for IP peers, and for clients named by a PROXY header.
+	Cred acl.UnixCred
 }
 
-// String returns "10.1.2.3:4567", "[2001:db8::1]:4567" or "unix".
+// String returns "10.1.2.3:4567", "[2001:db8::1]:4567", "unix uid=1000 gid=1000 pid=4242", or
+// "unix" when the credentials are unknown.
 func (p Peer) String() string {
 	if p.Unix {
+		if p.Cred.Valid {
+			return "unix " + p.Cred.String()
+		}
 		return "unix"
 	}
 	return p.AddrPort.String()
 }
 
-// Decide returns a's decision for p: the unix policy for a Unix-domain peer, the rule for its
-// address otherwise. A nil ACL denies.
+// Decide returns a's decision for p: the unix policy for a Unix-domain peer (by its credentials,
+// see acl.ACL.DecideUnix), the rule for its address otherwise. A nil ACL denies.
 func (p Peer) Decide(a *acl.ACL) acl.Decision {
 	switch {
 	case a == nil:
 		return acl.Decision{Action: acl.Deny}
 	case p.Unix:
-		return a.Unix()
+		return a.DecideUnix(p.Cred)
 	}
 	return a.Decide(p.AddrPort.Addr())
 }

@@ -68,7 +68,11 @@ func getpeername(fd int, rsa *unix.RawSockaddrAny) (Peer, error) {
 		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
 		return Peer{AddrPort: netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), ntohs(sa.Port))}, nil
 	case unix.AF_UNIX:
-		return Peer{Unix: true}, nil
+		cred, err := peerCred(fd)
+		if err != nil {
+			return Peer{}, fmt.Errorf("getsockopt(fd %d, SO_PEERCRED): %w", fd, err)
+		}
+		return Peer{Unix: true, Cred: cred}, nil
 	}
 	return Peer{}, fmt.Errorf("getpeername(fd %d): %w: family %d", fd, ErrFamily, rsa.Addr.Family)
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os/user"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -51,6 +53,13 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			decisions = append(decisions, a.ACL.Unix())
 			continue
 		}
+		if cred, ok, err := parseUnixPeer(s); ok {
+			if err != nil {
+				return fail(stderr, "check", err)
+			}
+			decisions = append(decisions, a.ACL.DecideUnix(cred))
+			continue
+		}
 		addr, err := netip.ParseAddr(strings.Trim(s, "[]"))
 		if err != nil {
 			return fail(stderr, "check", fmt.Errorf("%q is not an IP address", s))
@@ -75,7 +84,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		by := "default"
 		if d.Rule != nil {
 			by = d.Rule.Prefix.String() + "\t" + d.Rule.Origin.String()
-		} else if f.Arg(i) == "unix" {
+		} else if d.UnixRule != nil {
+			by = d.UnixRule.Kind.String() + " " + strconv.FormatUint(uint64(d.UnixRule.ID), 10) + "\t" + d.UnixRule.Origin.String()
+		} else if strings.HasPrefix(f.Arg(i), "unix") {
 			by = "unix policy"
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\n", f.Arg(i), d.Action, by)
@@ -85,4 +96,44 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	w.Flush()
 	return status
+}
+
+// parseUnixPeer reads "unix:uid=1000,gid=100" (names accepted: "unix:uid=alice"; a missing gid is
+// the user's primary group where the user is known, else none): a Unix-domain peer with those
+// credentials. ok is false when s does not start with "unix:".
+func parseUnixPeer(s string) (cred acl.UnixCred, ok bool, err error) {
+	rest, ok := strings.CutPrefix(s, "unix:")
+	if !ok {
+		return cred, false, nil
+	}
+	cred.Valid = true
+	cred.GID = ^uint32(0) // no group unless given or found
+	haveUID, haveGID := false, false
+	for _, kv := range strings.Split(rest, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "uid":
+			cred.UID, err = acl.ResolveUnixID(acl.UID, v)
+			haveUID = true
+		case "gid":
+			cred.GID, err = acl.ResolveUnixID(acl.GID, v)
+			haveGID = true
+		default:
+			err = fmt.Errorf("%q: want unix:uid=USER[,gid=GROUP]", s)
+		}
+		if err != nil {
+			return cred, true, err
+		}
+	}
+	if !haveUID {
+		return cred, true, fmt.Errorf("%q: want unix:uid=USER[,gid=GROUP]", s)
+	}
+	if !haveGID {
+		if u, err := user.LookupId(strconv.FormatUint(uint64(cred.UID), 10)); err == nil {
+			if g, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {
+				cred.GID = uint32(g)
+			}
+		}
+	}
+	return cred, true, nil
 }

@@ -52,6 +52,10 @@ func TestHelpAndFlags(t *testing.T) {
 	if err := os.WriteFile(acl, []byte("default: deny\nallow: [127.0.0.1]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	uacl := t.TempDir() + "/uacl.yaml"
+	if err := os.WriteFile(uacl, []byte("default: deny\nunix: {allow_uids: [root], allow_gids: [nogroup]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args     []string
 		status   int
@@ -73,6 +77,11 @@ func TestHelpAndFlags(t *testing.T) {
 		// Flags after the arguments are read.
 		{args: []string{"check", "127.0.0.1", "-config", acl}, status: 0, out: "127.0.0.1  allow"},
 		{args: []string{"check", "127.0.0.2", "-config", acl, "127.0.0.1"}, status: 1, out: "127.0.0.2  deny"},
+		// Unix-domain peers by credentials.
+		{args: []string{"check", "-config", uacl, "unix:uid=root"}, status: 0, out: "unix:uid=root  allow  uid 0"},
+		{args: []string{"check", "-config", uacl, "unix:uid=1234,gid=nogroup"}, status: 0, out: "allow  gid 65534"},
+		{args: []string{"check", "-config", uacl, "unix:uid=1234"}, status: 1, out: "unix:uid=1234  deny  unix policy"},
+		{args: []string{"check", "-config", uacl, "unix:uid=no-such-user-pg"}, status: 2, err: "unknown user or group"},
 		// ... but not after "--".
 		{args: []string{"check", "-config", acl, "--", "-acl"}, status: 2, err: `"-acl" is not an IP address`},
 	} {

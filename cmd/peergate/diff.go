@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -218,7 +219,7 @@ func cmdDiff(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(tw, "%s\t%s -> %s\t%s\t%s %s\t%s %s\n", p, o.Action, nw.Action, size, o.Rule, o.Origin, nw.Rule, nw.Origin)
 		}
 	}
-	unixChanged := unixOld != unixNew
+	unixChanged := unixOld != unixNew || unixRulesKey(oldA.ACL) != unixRulesKey(newA.ACL)
 	summary := map[string]any{
 		"ranges": len(changes), "prefixes": nprefixes,
 		"ipv4_now_denied": nowDenied[0].String(), "ipv4_now_allowed": nowAllowed[0].String(),
@@ -237,7 +238,12 @@ func cmdDiff(args []string, stdout, stderr io.Writer) int {
 		}
 	} else {
 		if unixChanged {
-			fmt.Fprintf(tw, "unix\t%s -> %s\t-\tunix policy %s\tunix policy %s\n", unixOld, unixNew, d.old, d.new)
+			if unixOld != unixNew {
+				fmt.Fprintf(tw, "unix\t%s -> %s\t-\tunix policy %s\tunix policy %s\n", unixOld, unixNew, d.old, d.new)
+			}
+			if ok, nk := unixRulesKey(oldA.ACL), unixRulesKey(newA.ACL); ok != nk {
+				fmt.Fprintf(tw, "unix\tentries\t-\t%s\t%s\n", describeUnixRules(oldA.ACL), describeUnixRules(newA.ACL))
+			}
 		}
 		tw.Flush()
 		if len(changes) == 0 && !unixChanged {
@@ -245,8 +251,11 @@ func cmdDiff(args []string, stdout, stderr io.Writer) int {
 		} else {
 			fmt.Fprintf(w, "%d prefixes in %d ranges change verdict: IPv4 %s now denied, %s now allowed; IPv6 %s now denied, %s now allowed",
 				nprefixes, len(changes), nowDenied[0], nowAllowed[0], nowDenied[1], nowAllowed[1])
-			if unixChanged {
-				fmt.Fprintf(w, "; Unix-domain peers now %s", map[acl.Action]string{acl.Allow: "allowed", acl.Deny: "denied"}[unixNew])
+			if unixOld != unixNew {
+				fmt.Fprintf(w, "; Unix-domain peers now %s by default", map[acl.Action]string{acl.Allow: "allowed", acl.Deny: "denied"}[unixNew])
+			}
+			if unixRulesKey(oldA.ACL) != unixRulesKey(newA.ACL) {
+				fmt.Fprint(w, "; the unix policy's uid/gid entries change")
 			}
 			fmt.Fprintln(w)
 		}
@@ -258,4 +267,26 @@ func cmdDiff(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	return exitDenied
+}
+
+// unixRulesKey returns what a's unix-policy entries decide, in a canonical form, so that two ACLs
+// whose entries differ only in order or origin compare equal.
+func unixRulesKey(a *acl.ACL) string {
+	var keys []string
+	for _, r := range a.UnixRules() {
+		keys = append(keys, fmt.Sprint(r.Action, r.Kind, r.ID))
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, ",")
+}
+
+func describeUnixRules(a *acl.ACL) string {
+	var parts []string
+	for _, r := range a.UnixRules() {
+		parts = append(parts, r.String())
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, "; ")
 }

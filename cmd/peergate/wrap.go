@@ -69,10 +69,7 @@ func cmdWrap(args []string, stdout, stderr io.Writer) int {
 		return exitDenied
 	}
 	d := peer.Decide(a.ACL)
-	rule, origin := "default", ""
-	if d.Rule != nil {
-		rule, origin = d.Rule.Prefix.String(), d.Rule.Origin.String()
-	}
+	rule, origin := d.By()
 	if !d.Allowed() {
 		log.Warn("peer denied", "peer", peer.String(), "rule", rule, "origin", origin, "program", f.Arg(0))
 		if *reset {
