@@ -38,12 +38,18 @@ func parseList(name string, r io.Reader, act Action, hint int) ([]Rule, error) {
 			s := string(b)
 			var err error
 			if bytes.IndexAny(b, " \t") >= 0 {
-				errs.At(name, line, s, fmt.Errorf("%w: one address or prefix per line", ErrSyntax))
-				continue
-			} else if p, err = ParsePrefix(s); err != nil {
-				errs.At(name, line, s, err)
+				err = fmt.Errorf("%w: one address or prefix per line", ErrSyntax)
+			} else if p, err = ParsePrefix(s); err == nil {
+				rules = append(rules, Rule{Prefix: p, Action: act, Origin: Origin{name, line}})
 				continue
 			}
+			if !conf.AddressToken(s) {
+				// A list may be any file (say /etc/shadow), and this error reaches logs and
+				// terminals: say where, and nothing of what.
+				s, err = "", conf.Hidden(err, "not an address or prefix (the line is not shown)")
+			}
+			errs.At(name, line, s, err)
+			continue
 		}
 		rules = append(rules, Rule{Prefix: p, Action: act, Origin: Origin{name, line}})
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -183,4 +184,52 @@ func ExampleParseList() {
 	fmt.Println(rules, err)
 	// Output:
 	// [deny 192.0.2.0/24 (drop.txt:2)] <nil>
+}
+
+// TestListErrorsHideContent: an include may name any file (say /etc/shadow), and load errors reach
+// logs, `check` and reload failures that others read. A bad line is repeated only when it looks
+// like an address (hex digits, '.', ':', '/', blanks) and is at most 64 bytes; otherwise the error
+// gives its line and "not an address", nothing of its content. Before, the first 20 lines of
+// /etc/shadow went into the error, hashes included.
+func TestListErrorsHideContent(t *testing.T) {
+	long := strings.Repeat("1", 65)
+	for _, tc := range []struct {
+		name, line string
+		want       error
+		shown      bool
+	}{
+		{"shadow line", "root:$6$s3cr3tHash:19000:0:99999:7:::", ErrPrefix, false},
+		{"word", "hunter2", ErrPrefix, false},
+		{"words", "password is hunter2", ErrSyntax, false},
+		{"zone", "fe80::1%eth0", ErrZone, false},
+		{"too long", long, ErrPrefix, false},
+		{"bad address", "10.0.0.256", ErrPrefix, true},
+		{"host bits", "10.0.0.1/8", ErrHostBits, true},
+		{"two prefixes", "10.0.0.0/8 11.0.0.0/8", ErrSyntax, true},
+		{"bad v6", "2001:db8:::1", ErrPrefix, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseList("secret.txt", strings.NewReader("10.0.0.0/8\n"+tc.line+"\n"), Deny)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("error %v; want %v", err, tc.want)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "secret.txt:2: ") {
+				t.Errorf("error %q does not start with secret.txt:2", msg)
+			}
+			if shown := strings.Contains(msg, strconv.Quote(tc.line)); shown != tc.shown {
+				t.Errorf("error %q: line shown %v, want %v", msg, shown, tc.shown)
+			}
+			if !tc.shown {
+				for _, part := range []string{"s3cr3t", "hunter", "eth0", "root", long} {
+					if strings.Contains(msg, part) {
+						t.Errorf("error %q gives away %q", msg, part)
+					}
+				}
+				if !strings.Contains(msg, "not an address") {
+					t.Errorf("error %q does not say the line is not an address", msg)
+				}
+			}
+		})
+	}
 }

@@ -49,6 +49,40 @@ func (e *PosError) Error() string {
 // Unwrap returns the underlying error.
 func (e *PosError) Unwrap() error { return e.Err }
 
+// MaxToken is the longest value AddressToken lets an error repeat.
+const MaxToken = 64
+
+// AddressToken reports whether s, read from a file that may be any file at all (a list named by
+// an include), looks enough like an address or prefix to be repeated in an error message: at
+// most MaxToken bytes of hex digits, '.', ':', '/', spaces and tabs. Anything else could be a
+// line of /etc/shadow, and errors reach logs and terminals that others read.
+func AddressToken(s string) bool {
+	if len(s) > MaxToken {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
+		case c == '.', c == ':', c == '/', c == ' ', c == '\t':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Hidden returns an error whose message is msg, in place of err's (which may quote what it
+// failed on), and which still unwraps to err, so that errors.Is finds its sentinels.
+func Hidden(err error, msg string) error { return &hidden{err, msg} }
+
+type hidden struct {
+	err error
+	msg string
+}
+
+func (h *hidden) Error() string { return h.msg }
+func (h *hidden) Unwrap() error { return h.err }
+
 // MaxErrors bounds how many errors an Errors collects, so a broken million-line file yields a
 // readable report instead of a million lines.
 const MaxErrors = 20
