@@ -120,7 +120,8 @@ type effectiveSvc struct {
 	Listen         []string           `json:"listen"`
 	ACL            string             `json:"acl"`
 	Upstream       string             `json:"upstream,omitempty"`
-	Exec           []string           `json:"exec,omitempty"`
+	Exec           []string           `json:"exec,omitempty"`             // the program; its arguments only when asked
+	ExecArgsHidden int                `json:"exec_args_hidden,omitempty"` // arguments left out of Exec
 	OnDeny         string             `json:"on_deny,omitempty"`
 	DryRun         bool               `json:"dry_run,omitempty"`
 	ConnectTimeout string             `json:"connect_timeout,omitempty"`
@@ -149,11 +150,19 @@ type effectiveSvc struct {
 	TokenRequired  bool               `json:"token_required,omitempty"`
 }
 
-func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) effectiveConfig(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	cfg, loaded := s.cfg, s.loaded
 	filters := s.kernelFilters()
 	s.mu.Unlock()
+	// A handler's arguments may hold secrets (--password=…), and /config is open to every local
+	// user the admin ACL lets in: they are shown only when asked for, behind the admin token
+	// (withToken has checked it by now).
+	args := r.URL.Query().Get("exec_args") == "1"
+	if args && (cfg.Admin == nil || cfg.Admin.Token == "") {
+		jsonError(w, http.StatusForbidden, errors.New("exec_args=1 needs admin.token_file: without it, any local user could read them"))
+		return
+	}
 	e := effective{Version: version.Get(), File: cfg.Path, SHA256: cfg.Hash, Loaded: loaded, DrainTimeout: cfg.DrainTimeout.String(),
 		ACLs: []effectiveACL{}, Services: []effectiveSvc{}}
 	for _, a := range cfg.ACLs {
@@ -174,6 +183,9 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, _ *http.Request) {
 		}
 		if c.GID >= 0 {
 			es.GID = &c.GID
+		}
+		if len(c.Exec) > 1 && !args {
+			es.Exec, es.ExecArgsHidden = c.Exec[:1], len(c.Exec)-1
 		}
 		if c.KernelFilter != config.FilterOff {
 			es.KernelFilters = filters[c.Name]

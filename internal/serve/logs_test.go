@@ -2,10 +2,13 @@ package serve
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -126,6 +129,55 @@ func TestPerConnectionLogsLimited(t *testing.T) {
 			bound := tc.rate + int(elapsed.Seconds()*float64(tc.rate)) + 1
 			if n := h.count(tc.msg); n > bound {
 				t.Errorf("%d %q lines for %d connections in %v; log_rate %d allows %d", n, tc.msg, tc.conns, elapsed, tc.rate, bound)
+			}
+		})
+	}
+}
+
+// TestConfigHidesExecArgs: /config, open to every local user the admin ACL lets in, shows a
+// handler's program but not its arguments (a --password=… there was readable by anyone on the
+// host). ?exec_args=1 shows them only behind the admin token.
+func TestConfigHidesExecArgs(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := "acls:\n  lo: {default: deny, allow: [127.0.0.1]}\nservices:\n  - name: p\n    listen: [\"127.0.0.1:0\"]\n" +
+		"    acl: lo\n    exec: [/bin/echo, --password=hunter2, -v]\n"
+	for _, tc := range []struct {
+		name, admin, query, token string
+		status                    int
+		shown                     bool
+	}{
+		{"default", "admin: {listen: \"127.0.0.1:0\"}\n", "", "", 200, false},
+		{"asked without a token", "admin: {listen: \"127.0.0.1:0\"}\n", "?exec_args=1", "", 403, false},
+		{"token, not asked", "admin: {listen: \"127.0.0.1:0\", token_file: " + tokenFile + "}\n", "", "s3cret-token", 200, false},
+		{"token, asked", "admin: {listen: \"127.0.0.1:0\", token_file: " + tokenFile + "}\n", "?exec_args=1", "s3cret-token", 200, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startLogged(t, base+tc.admin, slog.DiscardHandler)
+			req, _ := http.NewRequest("GET", "http://"+s.AdminAddr().String()+"/config"+tc.query, nil)
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, body)
+			}
+			if shown := strings.Contains(string(body), "hunter2"); shown != tc.shown {
+				t.Errorf("arguments shown %v, want %v:\n%s", shown, tc.shown, body)
+			}
+			if tc.status == 200 && !strings.Contains(string(body), `"/bin/echo"`) {
+				t.Errorf("program not shown:\n%s", body)
+			}
+			if tc.status == 200 && !tc.shown && !strings.Contains(string(body), `"exec_args_hidden": 2`) {
+				t.Errorf("no count of the hidden arguments:\n%s", body)
 			}
 		})
 	}
