@@ -247,6 +247,9 @@ var spliceLocal bool
 type spliceMover struct {
 	dst, src syscall.RawConn
 	kp       *kpipe
+	in, out  func(fd uintptr) bool // one splice into the pipe, out of it: set n and serr
+	n        int64
+	serr     error
 }
 
 // newSpliceMover returns a spliceMover from src to dst, or nil where that cannot be.
@@ -258,49 +261,55 @@ func newSpliceMover(dst, src net.Conn) mover {
 	}
 	drc, err1 := ds.SyscallConn()
 	src2, err2 := ss.SyscallConn()
-	kp := getPipe()
-	if err1 != nil || err2 != nil || kp == nil {
+	if err1 != nil || err2 != nil {
 		return nil
 	}
-	return &spliceMover{dst: drc, src: src2, kp: kp}
+	kp := getPipe()
+	if kp == nil {
+		return nil
+	}
+	m := &spliceMover{dst: drc, src: src2, kp: kp}
+	// Made once: a closure made at each call would cost allocations at every step.
+	m.in = func(fd uintptr) bool {
+		m.n, m.serr = spliceEINTR(int(fd), m.kp.w, chunk)
+		return m.serr != unix.EAGAIN
+	}
+	m.out = func(fd uintptr) bool {
+		m.n, m.serr = spliceEINTR(m.kp.r, int(fd), m.kp.held)
+		return m.serr != unix.EAGAIN
+	}
+	return m
 }
 
 const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
 
 func (m *spliceMover) fill() (int, error) {
-	var n int64
-	var serr error
-	err := m.src.Read(func(fd uintptr) bool {
-		n, serr = spliceEINTR(int(fd), m.kp.w, chunk)
-		return serr != unix.EAGAIN
-	})
+	m.n, m.serr = 0, nil
+	err := m.src.Read(m.in)
 	if err == nil {
-		err = serr
+		err = m.serr
 	}
+	n := int(m.n)
 	if err == nil && n == 0 {
 		err = io.EOF
 	}
 	if n > 0 {
-		m.kp.held += int(n)
+		m.kp.held += n
 	}
-	return int(n), err
+	return n, err
 }
 
 func (m *spliceMover) flush() (int, error) {
 	written := 0
 	for m.kp.held > 0 {
-		var n int64
-		var serr error
-		err := m.dst.Write(func(fd uintptr) bool {
-			n, serr = spliceEINTR(m.kp.r, int(fd), m.kp.held)
-			return serr != unix.EAGAIN
-		})
+		m.n, m.serr = 0, nil
+		err := m.dst.Write(m.out)
 		if err == nil {
-			err = serr
+			err = m.serr
 		}
-		if n > 0 {
-			written += int(n)
-			m.kp.held -= int(n)
+		if n := int(m.n); n > 0 {
+			written += n
+			m.kp.held -= n
 		}
 		if err != nil {
 			return written, err
