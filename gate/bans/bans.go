@@ -440,6 +440,15 @@ func (t *Table) compactReasons(es []entry) {
 func (t *Table) AddBatch(bs []Ban) (added int, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	es, added, err := t.merged(t.entries, bs)
+	if added > 0 {
+		t.publish(es)
+	}
+	return added, err
+}
+
+// merged returns old with bs added (or replacing), without publishing; t.mu is held.
+func (t *Table) merged(old []entry, bs []Ban) (es []entry, added int, err error) {
 	now := t.now()
 	var errs batchErrors
 	news := make([]entry, 0, len(bs))
@@ -472,8 +481,7 @@ func (t *Table) AddBatch(bs []Ban) (added int, err error) {
 		sorted = append(sorted, news[i])
 	}
 	news = sorted
-	es := make([]entry, 0, min(len(t.entries)+len(news), t.max))
-	old := t.entries
+	es = make([]entry, 0, min(len(old)+len(news), t.max))
 	i, j := 0, 0
 	for i < len(old) || j < len(news) {
 		switch c := cmpAt(old, i, news, j); {
@@ -496,10 +504,7 @@ func (t *Table) AddBatch(bs []Ban) (added int, err error) {
 			j++
 		}
 	}
-	if added > 0 {
-		t.publish(es)
-	}
-	return added, errs.err()
+	return es, added, errs.err()
 }
 
 // cmpAt compares a[i] with b[j], an exhausted side coming last.
@@ -586,6 +591,32 @@ func (t *Table) RemoveOriginAll(origin string) int {
 	n := len(t.entries)
 	t.removeWhere(func(e *entry) bool { return int(e.origin) == o })
 	return n - len(t.entries)
+}
+
+// ReplaceOrigin makes bs the bans of origin (each b.Origin is set to origin), removing that
+// origin's other bans, in one new snapshot: no lookup sees the table between the two (a resync
+// from a source of truth, such as a CrowdSec startup stream). It returns how many of bs it stored
+// and an error as AddBatch's for those it refused.
+func (t *Table) ReplaceOrigin(origin string, bs []Ban) (added int, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o := slices.Index(t.origins, origin)
+	kept := make([]entry, 0, len(t.entries))
+	for i := range t.entries {
+		if o < 0 || int(t.entries[i].origin) != o {
+			kept = append(kept, t.entries[i])
+		}
+	}
+	for i := range bs {
+		bs[i].Origin = origin
+	}
+	es, added, err := t.merged(kept, bs)
+	if added > 0 {
+		t.publish(es)
+	} else if len(kept) != len(t.entries) {
+		t.publish(kept)
+	}
+	return added, err
 }
 
 // Expire drops the bans that expired at or before now and returns how many. Expired bans no

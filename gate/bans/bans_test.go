@@ -362,3 +362,27 @@ func TestLookupAllocs(t *testing.T) {
 		t.Errorf("Lookup allocates %v times", n)
 	}
 }
+
+func TestReplaceOrigin(t *testing.T) {
+	tb := New(Config{})
+	var added, removed []netip.Prefix
+	tb.Subscribe(func(a, r []netip.Prefix) { added, removed = append(added, a...), append(removed, r...) })
+	tb.AddBatch([]Ban{{Prefix: pfx("192.0.2.1/32"), Origin: "crowdsec"}, {Prefix: pfx("192.0.2.2/32"), Origin: "crowdsec"},
+		{Prefix: pfx("192.0.2.9/32"), Origin: "api"}})
+	added, removed = nil, nil
+	n, err := tb.ReplaceOrigin("crowdsec", []Ban{{Prefix: pfx("192.0.2.2/32")}, {Prefix: pfx("192.0.2.3/32")}})
+	if n != 2 || err != nil {
+		t.Fatal(n, err)
+	}
+	for a, want := range map[string]bool{"192.0.2.1": false, "192.0.2.2": true, "192.0.2.3": true, "192.0.2.9": true} {
+		if _, ok := tb.Lookup(addr(a)); ok != want {
+			t.Errorf("%s banned %v, want %v", a, ok, want)
+		}
+	}
+	if !slices.Equal(added, []netip.Prefix{pfx("192.0.2.3/32")}) || !slices.Equal(removed, []netip.Prefix{pfx("192.0.2.1/32")}) {
+		t.Errorf("subscriber: added %v removed %v", added, removed)
+	}
+	if n, _ := tb.ReplaceOrigin("crowdsec", nil); n != 0 || tb.Len() != 1 {
+		t.Errorf("replace with nothing: Len %d", tb.Len())
+	}
+}

@@ -35,8 +35,8 @@ func guardOf(cfg *config.File) []netip.Prefix {
 // them is refused rather than run without them.
 func unbuilt(cfg *config.File) error {
 	var keys []string
-	if cfg.CrowdSec != nil {
-		keys = append(keys, "crowdsec")
+	if cfg.CrowdSec != nil && cfg.CrowdSec.Report {
+		keys = append(keys, "crowdsec.report")
 	}
 	if len(keys) > 0 {
 		return fmt.Errorf("%s: %w: %s not supported by this build yet", cfg.Path, config.ErrConfig, strings.Join(keys, ", "))
@@ -53,6 +53,9 @@ func (s *Server) applyBans(cfg *config.File) {
 		}
 	}
 	s.bans.SetMax(cfg.MaxBans)
+	if s.cfg != nil && !sameCrowdSec(cfg.CrowdSec, s.cfg.CrowdSec) {
+		s.log.Warn("crowdsec changed in the config; restart peergate to apply it")
+	}
 	if s.cfg != nil && cfg.StateDir != s.cfg.StateDir {
 		s.log.Warn("state_dir changed in the config; restart peergate to apply it", "running", s.cfg.StateDir)
 	}
@@ -379,4 +382,11 @@ func (s *Server) withToken(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func sameCrowdSec(a, b *config.CrowdSec) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }

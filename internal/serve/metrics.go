@@ -36,6 +36,7 @@ type metrics struct {
 	aclRules  *prometheus.GaugeVec
 
 	banDenials  *prometheus.CounterVec
+	crowdsecUp  prometheus.Gauge
 	bansRefused *prometheus.CounterVec
 
 	mu    sync.Mutex
@@ -84,10 +85,12 @@ func newMetrics() *metrics {
 		Help: "Bans refused, by reason: guarded (covers a never_ban address), full (max_bans live bans), " +
 			"invalid (bad prefix, duration or reason), unsupported (a CrowdSec decision of another type or scope)."},
 		[]string{"reason"})
+	m.crowdsecUp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "peergate_crowdsec_up",
+		Help: "1 when the last pull of decisions from the CrowdSec LAPI succeeded, 0 when it failed (the bans already known stay)."})
 	for _, r := range []string{"guarded", "full", "invalid", "unsupported"} {
 		m.bansRefused.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.banDenials, m.bansRefused,
+	for _, c := range []prometheus.Collector{m.banDenials, m.bansRefused, m.crowdsecUp,
 		m.conns, m.denials, m.active, m.bytes, m.upFail, m.aborts, m.upLatency,
 		m.reloads, m.cfgInfo, m.cfgTime, m.aclRules} {
 		f(c)

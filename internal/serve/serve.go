@@ -348,9 +348,11 @@ func (s *Server) Serve() error {
 	for _, p := range s.ports {
 		s.startAccepting(p)
 	}
+	cs := s.cfg.CrowdSec
 	s.mu.Unlock()
 	go s.serveAdmin()
 	go s.expireBans(s.banDone)
+	s.startCrowdSec(cs, s.banDone)
 	if s.state != nil {
 		go s.state.run(s.banDone)
 	}
