@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a Debian package of peergate from this checkout with dpkg-deb (no other packaging tool):
 #   /usr/bin/peergate                        the binary (static, CGO_ENABLED=0)
-#   /lib/systemd/system/peergate.service     serve as a long-running front-end (Type=notify-free,
+#   /lib/systemd/system/peergate.service     serve as a long-running front-end (Type=notify,
 #                                            SIGHUP reloads, SIGTERM drains)
 #   /usr/share/man/man1/peergate*.1.gz       man pages made by "peergate help -man"
 #   /etc/peergate/serve.yaml                 an example serve file (a conffile: upgrades keep edits)

@@ -72,6 +72,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if a := srv.AdminAddr(); a != nil {
 		log.Info("listening", "service", "admin", "addr", a.String(), "paths", "/metrics /healthz /config /bans /explain")
 	}
+	if err := serve.Notify("READY=1"); err != nil { // systemd Type=notify: started
+		log.Warn("systemd not told that serve is ready", "err", err)
+	}
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			select {
@@ -81,6 +84,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		log.Info("stopping", "signal", sig.String())
+		serve.Notify("STOPPING=1")
 		stopWatch() // a load that is still running stops; Shutdown refuses to apply one that finishes
 		dctx, cancel := context.WithTimeout(context.Background(), srv.DrainTimeout())
 		srv.Shutdown(dctx)

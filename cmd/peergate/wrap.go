@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"strconv"
 	"sync"
 	"syscall"
 
@@ -19,9 +18,6 @@ import (
 	"github.com/peergate/peergate/internal/serve"
 	"golang.org/x/sys/unix"
 )
-
-// listenFDsStart is the first descriptor systemd passes (SD_LISTEN_FDS_START).
-const listenFDsStart = 3
 
 // cmdWrap does tcpd's job. Started by inetd or xinetd with the accepted connection on fd 0, or by
 // systemd (Accept=yes) with it on fd 3, it reads the peer with getpeername on that descriptor,
@@ -91,14 +87,16 @@ func cmdWrap(args []string, stdout, stderr io.Writer) int {
 // inheritedFD returns the descriptor of the connection: systemd's fd 3 when LISTEN_FDS and
 // LISTEN_PID say it is for this process, fd 0 otherwise.
 func inheritedFD() (int, error) {
-	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
+	fds, _, err := serve.ListenFDs()
+	switch {
+	case err != nil:
+		return 0, err
+	case fds == nil:
 		return 0, nil
-	}
-	switch n := os.Getenv("LISTEN_FDS"); n {
-	case "1":
-		return listenFDsStart, nil
+	case len(fds) == 1:
+		return fds[0], nil
 	default:
-		return 0, fmt.Errorf("LISTEN_FDS=%s: wrap takes exactly one connection (use Accept=yes)", n)
+		return 0, fmt.Errorf("LISTEN_FDS=%d: wrap takes exactly one connection (use Accept=yes)", len(fds))
 	}
 }
 

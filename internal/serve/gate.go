@@ -42,7 +42,11 @@ type gateListener struct {
 // that cannot be attached.
 func newGate(ln net.Listener, svc *service, log *slog.Logger) (gated, error) {
 	g := &gateListener{Listener: gate.NewListener(ln, nil, gate.Options{}), log: log}
-	if tl, ok := ln.(*net.TCPListener); ok {
+	inner := ln
+	if a, ok := ln.(*adopted); ok {
+		inner = a.Listener
+	}
+	if tl, ok := inner.(*net.TCPListener); ok {
 		g.rc, _ = tl.SyscallConn()
 	}
 	return g, g.Configure(svc)

@@ -48,6 +48,7 @@ type Server struct {
 	loaded    time.Time      // when cfg was loaded
 	m         *metrics
 	admin     *admin // nil: no admin listener
+	act       *activation // the sockets systemd passed (socket activation); nil: none
 
 	bans     *bans.Table   // the ban layer of every service
 	banDone  chan struct{} // closed by Shutdown: stops the ban goroutines
@@ -106,10 +107,16 @@ func New(path string, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.m.reg.MustRegister(kernelCollector{s})
+	if s.act, err = inheritSockets(log); err != nil {
+		return nil, err
+	}
 	if err := s.apply(cfg); err != nil {
 		s.closeAll()
 		return nil, err
 	}
+	s.mu.Lock()
+	s.act.closeUnused(log)
+	s.mu.Unlock()
 	if cfg.Admin != nil {
 		a, err := s.newAdmin(cfg.Admin)
 		if err != nil {
@@ -154,6 +161,8 @@ func (s *Server) ReloadContext(ctx context.Context) error {
 	// an older file must never be applied after a newer one.
 	s.reloading.Lock()
 	defer s.reloading.Unlock()
+	Notify(reloading()) // systemd (Type=notify): reloading until READY=1 again
+	defer Notify("READY=1")
 	cfg, sources, err := config.LoadContext(ctx, s.path)
 	if err == nil {
 		cfg.DropSpecs()
@@ -243,7 +252,10 @@ func (s *Server) apply(cfg *config.File) error {
 		if _, ok := s.ports[addr]; ok {
 			continue
 		}
-		ln, err := listen(addr)
+		ln, ok, err := s.act.take(addr, s.log) // a socket systemd passed, or else a new one
+		if !ok && err == nil {
+			ln, err = listen(addr)
+		}
 		var g gated
 		if err == nil && wrapListener != nil {
 			ln = wrapListener(ln)
