@@ -47,7 +47,7 @@ type Server struct {
 	wg        sync.WaitGroup // accept loops, connections and children
 	loaded    time.Time      // when cfg was loaded
 	m         *metrics
-	admin     *admin // nil: no admin listener
+	admin     *admin      // nil: no admin listener
 	act       *activation // the sockets systemd passed (socket activation); nil: none
 
 	bans     *bans.Table   // the ban layer of every service
