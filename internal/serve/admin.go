@@ -17,9 +17,10 @@ import (
 
 // admin is the optional HTTP listener for /metrics, /healthz and /config, guarded by its own ACL.
 type admin struct {
-	addr string // as configured
-	ln   *gate.Listener
-	srv  *http.Server
+	addr  string // as configured
+	ln    *gate.Listener
+	srv   *http.Server
+	token string // the bearer token requests need ("": none), guarded by Server.mu
 }
 
 func (s *Server) newAdmin(c *config.Admin) (*admin, error) {
@@ -39,8 +40,9 @@ func (s *Server) newAdmin(c *config.Admin) (*admin, error) {
 	mux.HandleFunc("GET /bans", s.listBans)
 	mux.HandleFunc("DELETE /bans/{prefix...}", s.deleteBan)
 	mux.HandleFunc("GET /explain", s.explain)
-	srv := &http.Server{Handler: s.withToken(mux), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
-	return &admin{addr: c.Listen, ln: g, srv: srv}, nil
+	a := &admin{addr: c.Listen, ln: g, token: c.Token}
+	a.srv = &http.Server{Handler: s.withToken(a, mux), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	return a, nil
 }
 
 // AdminAddr returns the address the admin listener listens on, or nil when there is none.
@@ -61,13 +63,17 @@ func (s *Server) serveAdmin() {
 	}
 }
 
-// reconfigureAdmin applies a reloaded file's admin ACL. The admin listener itself is opened once:
-// adding, removing or moving it needs a restart, which is logged.
+// reconfigureAdmin applies a reloaded file's admin ACL and token. The admin listener itself is
+// opened once: adding, removing or moving it needs a restart, which is logged, and until then the
+// running listener keeps the ACL and token it has.
 func (s *Server) reconfigureAdmin(c *config.Admin) {
 	switch {
 	case s.admin == nil && c == nil:
 	case s.admin != nil && c != nil && c.Listen == s.admin.addr:
 		s.admin.ln.SetACL(c.ACL.ACL)
+		s.mu.Lock()
+		s.admin.token = c.Token
+		s.mu.Unlock()
 	default:
 		s.log.Warn("admin listener changed in the config; restart peergate to apply it")
 	}

@@ -362,15 +362,13 @@ func explain(t gate.Bans, svc *config.Service, a netip.Addr) explanation {
 }
 
 // withToken requires "Authorization: Bearer TOKEN" on every request but GET /healthz, when the
-// admin listener has a token_file. The token is read from the running config at each request, so
-// a reload that changes the file's content applies at once.
-func (s *Server) withToken(next http.Handler) http.Handler {
+// admin listener a has a token. A reload that keeps the listener's address sets its token (a
+// rotated token_file applies at once); one that removes or moves the admin section leaves the
+// running listener its token, so that it never ends up serving without one.
+func (s *Server) withToken(a *admin, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
-		var tok string
-		if s.cfg != nil && s.cfg.Admin != nil {
-			tok = s.cfg.Admin.Token
-		}
+		tok := a.token // the listener's, not the running config's: see reconfigureAdmin
 		s.mu.Unlock()
 		if tok != "" && r.URL.Path != "/healthz" {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
