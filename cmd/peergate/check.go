@@ -1,13 +1,17 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"os/user"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate"
@@ -21,8 +25,22 @@ import (
 // is denied.
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("check", stderr).withACL()
+	f.configOptional = true
+	hits := f.Bool("hits", false, "instead of judging addresses, print how many connections each rule decided and when it last did, from a running serve's admin API")
+	af := &adminFlags{flags: f}
+	f.StringVar(&af.admin, "admin", "", "with -hits: admin listener of the running peergate serve, IP:PORT (default: admin.listen of -config)")
+	f.StringVar(&af.tokenFile, "token-file", "", "with -hits: file holding the admin bearer token (default: admin.token_file of -config)")
+	service := f.String("service", "", "with -hits: which service (needed when the serve runs several)")
+	top := f.Int("top", 50, "with -hits: how many rules to list, most hits first; the rest are summed")
 	if !f.parse(args) {
 		return f.exit
+	}
+	if *hits {
+		return checkHits(af, *service, *top, stdout, stderr)
+	}
+	if f.config == "" {
+		fmt.Fprintln(stderr, "peergate check: -config FILE is required")
+		return exitError
 	}
 	if f.NArg() == 0 {
 		fmt.Fprintln(stderr, "peergate check: give one or more addresses to check")
@@ -136,4 +154,60 @@ func parseUnixPeer(s string) (cred acl.UnixCred, ok bool, err error) {
 		}
 	}
 	return cred, true, nil
+}
+
+// checkHits prints the per-rule hits of a running serve (GET /rules): the top rules by the number
+// of connections they decided, the rest summed, and the rules that never decided one.
+func checkHits(f *adminFlags, service string, top int, stdout, stderr io.Writer) int {
+	if f.NArg() > 0 {
+		return fail(stderr, "check", fmt.Errorf("-hits takes no addresses: %q", f.Args()))
+	}
+	base, token, err := f.client()
+	if err != nil {
+		return fail(stderr, "check", err)
+	}
+	q := url.Values{"service": {service}, "top": {strconv.Itoa(top)}}
+	code, out, err := call("GET", base+"/rules?"+q.Encode(), token, nil)
+	if err != nil {
+		return fail(stderr, "check", err)
+	}
+	if code != http.StatusOK {
+		fmt.Fprintf(stderr, "peergate check: %s\n", apiError(out))
+		return exitError
+	}
+	var h serve.RuleHits
+	if err := json.Unmarshal(out, &h); err != nil {
+		return fail(stderr, "check", err)
+	}
+	fmt.Fprintf(stdout, "service %s, acl %s: hits since %s\n", h.Service, h.ACL, h.Since.Format(time.RFC3339))
+	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "RULE\tORIGIN\tACTION\tHITS\tLAST HIT")
+	for _, r := range h.Top {
+		origin := r.Origin
+		if origin == "" {
+			origin = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", r.Rule, origin, r.Action, r.Hits, r.LastHit.Format(time.RFC3339))
+	}
+	w.Flush()
+	if h.Rest.Rules > 0 || h.Untracked > 0 {
+		fmt.Fprintf(stdout, "rest: %d more rules, %d hits", h.Rest.Rules, h.Rest.Hits)
+		if h.Untracked > 0 {
+			fmt.Fprintf(stdout, " (%d by rules beyond the %d tracked)", h.Untracked, h.Capacity)
+		}
+		fmt.Fprintln(stdout)
+	}
+	switch {
+	case h.UnusedCount == nil:
+		fmt.Fprintf(stdout, "never matched: unknown (more than %d rules decided connections)\n", h.Capacity)
+	case *h.UnusedCount > 0:
+		fmt.Fprintf(stdout, "never matched since %s: %d rules\n", h.Since.Format(time.RFC3339), *h.UnusedCount)
+		for _, r := range h.Unused {
+			fmt.Fprintf(stdout, "  %s\n", r)
+		}
+		if *h.UnusedCount > len(h.Unused) {
+			fmt.Fprintf(stdout, "  ... and %d more\n", *h.UnusedCount-len(h.Unused))
+		}
+	}
+	return exitOK
 }

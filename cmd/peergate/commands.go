@@ -32,7 +32,7 @@ func init() {
 		{"wrap", "-config FILE [-acl NAME] [-reset] [-log auto|stderr|syslog] [-log-level debug|info|warn] [-log-format text|json] -- PROGRAM ARGS...",
 			"tcpd: judge the socket on fd 0 (inetd) or fd 3 (systemd Accept=yes), then exec PROGRAM or close it",
 			"(the program's) / 1 denied / 2 error", cmdWrap},
-		{"check", "-config FILE [-acl NAME] ADDR...",
+		{"check", "-config FILE [-acl NAME] ADDR... (or -hits [-admin ADDR] [-service NAME] [-top N])",
 			"which rule decides each address, and where it was written (tcpdmatch)", "0 all allowed / 1 any denied / 2 error", cmdCheck},
 		{"lint", "-config FILE [-acl NAME]",
 			"load errors, then suspicious rules (tcpdchk)", "0 clean / 1 warnings / 2 errors", cmdLint},

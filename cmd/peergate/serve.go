@@ -70,7 +70,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if a := srv.AdminAddr(); a != nil {
-		log.Info("listening", "service", "admin", "addr", a.String(), "paths", "/metrics /healthz /config /bans /explain")
+		log.Info("listening", "service", "admin", "addr", a.String(), "paths", "/metrics /healthz /config /bans /explain /rules")
 	}
 	if err := serve.Notify("READY=1"); err != nil { // systemd Type=notify: started
 		log.Warn("systemd not told that serve is ready", "err", err)

@@ -41,6 +41,9 @@ type metrics struct {
 
 	mu    sync.Mutex
 	rules map[string]*ruleSet // by service name, kept across reloads
+
+	hitsMu sync.Mutex
+	hits   map[string]*ruleHits // per-rule hits by service name, kept across reloads (hits.go)
 }
 
 func newMetrics() *metrics {
@@ -146,6 +149,7 @@ func (m *metrics) service(name string) *svcMetrics {
 		banned:    m.conns.WithLabelValues(name, "deny", "ban"),
 		banVec:    m.banDenials, service: name, byOrigin: map[string]prometheus.Counter{},
 		rules:     rs,
+		hits:      m.hitsOf(name),
 		active:    m.active.WithLabelValues(name),
 		bytesIn:   m.bytes.WithLabelValues(name, "in"),
 		bytesOut:  m.bytes.WithLabelValues(name, "out"),
@@ -164,6 +168,7 @@ type svcMetrics struct {
 	banMu                              sync.Mutex
 	byOrigin                           map[string]prometheus.Counter // ban denials by origin (few)
 	rules                              *ruleSet
+	hits                               *ruleHits
 	active                             prometheus.Gauge
 	bytesIn, bytesOut, upFail          prometheus.Counter
 	aborts                             [nEnds]prometheus.Counter // by end; nil for endDone
@@ -172,6 +177,7 @@ type svcMetrics struct {
 
 // decided counts one judged connection; it is the gate's OnDecision hook.
 func (sm *svcMetrics) decided(ev gate.Event) {
+	sm.hits.countEvent(ev)
 	switch {
 	case errors.Is(ev.Err, gate.ErrProxyHeader) || errors.Is(ev.Err, gate.ErrProxyRequired):
 		sm.proxy.Inc()
