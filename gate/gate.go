@@ -226,6 +226,9 @@ func (l *Listener) judge(c net.Conn, refuse error) (net.Conn, any, bool) {
 	} else if ev.Err == nil && p.opts.Proxy != nil {
 		wrapped, ev.Err = p.opts.Proxy.read(c, &ev)
 		p = l.policy.Load() // the read may have taken seconds: judge by the policy of now
+		if ev.Err == nil && wrapped != nil && !p.opts.Proxy.trusts(ev.Direct.AddrPort.Addr()) {
+			ev.Err = errProxyDistrusted // a header read, from a proxy the policy of now does not trust
+		}
 	}
 	a, opts := p.acl, &p.opts
 	if ev.Err == nil && a == nil {

@@ -1,9 +1,12 @@
 package gate
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -167,5 +170,66 @@ func TestSetACLAndOptionsConcurrently(t *testing.T) {
 	wg.Wait()
 	if p := g.policy.Load(); p.acl != a || p.opts.Tag != 1000 {
 		t.Errorf("ACL %p, tag %v; want the last of each (%p, 1000)", p.acl, p.opts.Tag, a)
+	}
+}
+
+// TestProxyDistrustedWhileReading: a header whose read began while its proxy was trusted is not
+// believed once a new policy no longer trusts that proxy (or reads no headers): the connection is
+// denied. The gate used to judge the client the header named by the new policy's ACL, so a proxy
+// just dropped from trusted_proxies could still name allowed clients on connections it held open.
+func TestProxyDistrustedWhileReading(t *testing.T) {
+	a := mustACL(t, acl.Deny, acl.Deny, "allow 192.0.2.0/24")
+	trusted := &ProxyOptions{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
+	other := &ProxyOptions{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.9/32")}}
+	for _, tc := range []struct {
+		name string
+		next *ProxyOptions // the proxy options of the policy set while the header is read
+		want bool          // handed on
+	}{
+		{"still trusted", trusted, true},
+		{"no longer trusted", other, false},
+		{"no headers read", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			decided := make(chan Event, 1)
+			g := NewListener(listen(t, "tcp", "127.0.0.1:0"), a, Options{Proxy: trusted, OnDecision: func(ev Event) {
+				t.Errorf("judged before the policy changed: %+v", ev)
+			}})
+			defer g.Close()
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				if c, err := g.Accept(); err == nil {
+					accepted <- c
+				}
+			}()
+			c := dialFrom(t, "127.0.0.1", g.Addr().String())
+			defer c.Close()
+			// Wait until a goroutine waits for the header, under the policy that trusts the proxy.
+			deadline := time.Now().Add(10 * time.Second)
+			buf := make([]byte, 1<<20)
+			for !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "gate.ReadProxyHeader(") {
+				if time.Now().After(deadline) {
+					t.Fatal("the header read never started")
+				}
+				runtime.Gosched()
+			}
+			g.SetPolicy(a, Options{Proxy: tc.next, OnDecision: func(ev Event) { decided <- ev }})
+			io.WriteString(c, "PROXY TCP4 192.0.2.7 127.0.0.1 1234 80\r\n")
+			var ev Event
+			select {
+			case ev = <-decided:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no decision")
+			}
+			if ev.HandedOn != tc.want {
+				t.Errorf("handed on %v, want %v (peer %v, err %v)", ev.HandedOn, tc.want, ev.Peer, ev.Err)
+			}
+			if !tc.want && !errors.Is(ev.Err, ErrProxyHeader) {
+				t.Errorf("err %v, want one wrapping ErrProxyHeader", ev.Err)
+			}
+			if tc.want {
+				(<-accepted).Close()
+			}
+		})
 	}
 }

@@ -24,6 +24,9 @@ var (
 	// proxy, or MaxHeaderReads in all, so the connection was denied without reading its header.
 	// It wraps ErrProxyHeader.
 	ErrProxyBusy = fmt.Errorf("%w: not read, too many being read", ErrProxyHeader)
+	// errProxyDistrusted: the header was read from a proxy that the policy set while it was read
+	// no longer trusts.
+	errProxyDistrusted = fmt.Errorf("%w: read from a proxy no longer trusted", ErrProxyHeader)
 )
 
 // DefaultProxyTimeout is how long a trusted proxy has to send its PROXY header when
@@ -49,8 +52,10 @@ const headerBuffer = 4096 + 16
 // or of the v2 signature) are refused as soon as they arrive. At most MaxHeaderReadsPerProxy
 // headers from one proxy address, and MaxHeaderReads in all, are read at a time; a connection
 // beyond either is denied at once (ErrProxyBusy), so that connections stalled by a proxy never
-// keep other peers waiting. At most MaxPending connections are accepted and not yet returned by
-// Accept at a time; beyond that the Listener stops accepting until Accept catches up.
+// keep other peers waiting. A header whose read began under a policy that trusted its proxy, and
+// that ended under one (SetPolicy, SetOptions) that does not, is refused (ErrProxyHeader). At
+// most MaxPending connections are accepted and not yet returned by Accept at a time; beyond that
+// the Listener stops accepting until Accept catches up.
 type ProxyOptions struct {
 	// Trusted are the prefixes of the proxies whose PROXY headers are believed.
 	Trusted []netip.Prefix
@@ -73,8 +78,11 @@ const (
 	MaxHeaderReadsPerProxy = MaxHeaderReads / 2
 )
 
-// trusts reports whether addr is one of the trusted proxies.
+// trusts reports whether addr is one of the trusted proxies (none when o is nil).
 func (o *ProxyOptions) trusts(addr netip.Addr) bool {
+	if o == nil {
+		return false
+	}
 	for _, p := range o.Trusted {
 		if p.Contains(addr) {
 			return true
