@@ -1,6 +1,7 @@
 package acl
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func write(t *testing.T, dir, name, text string) string {
@@ -82,6 +84,12 @@ func TestLoadErrors(t *testing.T) {
 		{"second document", "default: allow\n---\ndeny: [0.0.0.0/0, \"::/0\"]\n", "", ErrSecondDocument, 2, ""},
 		{"content after end of document", "default: allow\n...\ndeny: [0.0.0.0/0]\n", "", ErrSecondDocument, 3, ""},
 		{"empty second document", "default: deny\nallow: [10.0.0.0/8]\n---\n", "", ErrSecondDocument, 3, ""},
+		{"url include without resolver", "default: deny\ninclude:\n  - {url: \"https://example.net/drop.txt\", action: deny}\n", "", ErrRemote, 3, "https://example.net/drop.txt"},
+		{"url include bad refresh", "default: deny\ninclude:\n  - {url: \"https://x/d\", action: deny, refresh: 10ms}\n", "", ErrSyntax, 3, "10ms"},
+		{"url include bad sha256", "default: deny\ninclude:\n  - {url: \"https://x/d\", action: deny, sha256: abc}\n", "", ErrSyntax, 3, "abc"},
+		{"url include bad max_shrink", "default: deny\ninclude:\n  - {url: \"https://x/d\", action: deny, max_shrink: 150%}\n", "", ErrSyntax, 3, "150%"},
+		{"url include unknown key", "default: deny\ninclude:\n  - {url: \"https://x/d\", action: deny, path: a}\n", "", ErrUnknownKey, 3, "path"},
+		{"url include without action", "default: deny\ninclude:\n  - {url: \"https://x/d\"}\n", "", ErrSyntax, 3, ""},
 		{"include missing file", "default: deny\ninclude:\n  - {path: nope.txt, action: deny}\n", "", ErrInclude, 3, "nope.txt"},
 		{"include without action", "default: deny\ninclude:\n  - {path: list.txt}\n", "10.0.0.0/8\n", ErrSyntax, 3, ""},
 		{"include unknown key", "default: deny\ninclude:\n  - {path: list.txt, action: deny, mode: x}\n", "10.0.0.0/8\n", ErrUnknownKey, 3, "mode"},
@@ -231,5 +239,32 @@ func TestListErrorsHideContent(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+type fakeResolver struct{ got []Remote }
+
+func (f *fakeResolver) Resolve(_ context.Context, r Remote) ([]Rule, error) {
+	f.got = append(f.got, r)
+	return []Rule{{Prefix: netip.MustParsePrefix("192.0.2.0/24"), Action: r.Action, Origin: Origin{r.Name(), 7}}}, nil
+}
+
+// A Loader with a Resolver hands it every url include with its options, and decisions name the
+// URL and line the Resolver gave.
+func TestLoaderResolver(t *testing.T) {
+	f := &fakeResolver{}
+	l := &Loader{Resolver: f}
+	spec, err := l.ParseSpec(context.Background(), "a.yaml", []byte("default: allow\ninclude:\n"+
+		"  - {url: \"https://x/ip.json\", action: deny, refresh: 2h, sha256: "+strings.Repeat("A", 64)+", min_entries: 3, max_shrink: 25%, select: \"p[].ip\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Remote{URL: "https://x/ip.json", Action: Deny, Refresh: 2 * time.Hour, SHA256: strings.Repeat("a", 64), MinEntries: 3, MaxShrink: 0.25, Select: "p[].ip", File: "a.yaml", Line: 3}
+	if len(f.got) != 1 || f.got[0] != want {
+		t.Fatalf("resolver got %+v, want %+v", f.got, want)
+	}
+	d := MustNew(spec).Decide(netip.MustParseAddr("192.0.2.9"))
+	if d.Action != Deny || d.Rule.Origin.String() != "https://x/ip.json#p[].ip:7" {
+		t.Errorf("decision %v", d)
 	}
 }

@@ -79,6 +79,10 @@ type Source = conf.Source
 type Loader struct {
 	MaxFileSize int64 // the most bytes one file may hold; 0: DefaultMaxFileSize
 
+	// Resolver supplies the rules of url includes (see Remote); nil: a url include is an error
+	// (ErrRemote) naming its file and line.
+	Resolver Resolver
+
 	mu      sync.Mutex
 	sources []Source
 }
@@ -171,6 +175,9 @@ func (l *Loader) SpecFromNode(ctx context.Context, name string, n *yaml.Node) (S
 
 // include reads one {path, action} entry and the list file it names.
 func (l *Loader) include(ctx context.Context, name string, n *yaml.Node, errs *conf.Errors) []Rule {
+	if n.Kind == yaml.MappingNode && hasKey(n, "url") {
+		return l.remote(ctx, name, n, errs)
+	}
 	var path string
 	var pathLine int
 	var act Action
@@ -183,7 +190,7 @@ func (l *Loader) include(ctx context.Context, name string, n *yaml.Node, errs *c
 		case "action":
 			act, haveAct = scalarAction(name, v, errs), true
 		default:
-			conf.Unknown(errs, name, k, "path and action in an include")
+			conf.Unknown(errs, name, k, "path (or url) and action in an include")
 		}
 	})
 	if !ok {
@@ -301,4 +308,13 @@ func isNumber(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+func hasKey(n *yaml.Node, key string) bool {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return true
+		}
+	}
+	return false
 }

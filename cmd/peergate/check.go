@@ -16,7 +16,6 @@ import (
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/gate/bans"
-	"github.com/peergate/peergate/internal/config"
 	"github.com/peergate/peergate/internal/serve"
 )
 
@@ -46,7 +45,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "peergate check: give one or more addresses to check")
 		return exitError
 	}
-	file, err := config.Load(f.config)
+	file, err := loadConfig(f.config, stderr)
 	if err != nil {
 		return fail(stderr, "check", err)
 	}

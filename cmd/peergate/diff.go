@@ -101,7 +101,7 @@ const diffSynopsis = "-config OLD [-acl NAME] NEW [-acl NAME] [-json]"
 // pickDiff loads path and picks its ACL called name; when fallback is set and the file has several
 // ACLs, the one called fallback.
 func pickDiff(path, name, fallback string) (*config.ACL, error) {
-	file, err := config.Load(path)
+	file, err := loadConfig(path, io.Discard)
 	if err != nil {
 		return nil, err
 	}

@@ -49,6 +49,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if *watch > 0 {
 		go srv.Watch(ctx, *watch)
 	}
+	go srv.RefreshSources(ctx, time.Second)
 	// SIGHUP reloads off this loop, so that SIGTERM is served while a load runs: one reload at a
 	// time, and SIGHUPs that come during one make a single reload after it.
 	hup := make(chan struct{}, 1)

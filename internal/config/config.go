@@ -25,6 +25,7 @@ import (
 	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/gate/limit"
 	"github.com/peergate/peergate/internal/conf"
+	"github.com/peergate/peergate/internal/sources"
 	"gopkg.in/yaml.v3"
 )
 
@@ -64,6 +65,9 @@ type File struct {
 	Sources []acl.Source
 
 	read func(path string) ([]byte, error) // while parsing: the load's reader, for files other than ACLs
+	// Remotes holds the url includes the load resolved (LoadSources), in order; the daemon
+	// refreshes them.
+	Remotes []acl.Remote
 
 	// The ban layer (runtime bans in front of every service's ACL).
 	NeverBan []netip.Prefix // never_ban: addresses no ban may cover (the lockout guard)
@@ -195,12 +199,20 @@ func Load(path string) (*File, error) {
 // max_file_size, and a file that keeps changing while it is read. It returns what the load saw of
 // every file it read or tried to read, on error too (then the files to watch for a fix).
 func LoadContext(ctx context.Context, path string) (*File, []acl.Source, error) {
+	return LoadSources(ctx, path, nil)
+}
+
+// LoadSources is LoadContext with url includes (acl.Remote) resolved by m, which keeps its cached
+// copies under the file's state_dir (in memory only without one). With m nil a url include is an
+// error (acl.ErrRemote). The cached copies are not among the returned sources: the watcher does
+// not poll them; m refreshes them on their timers.
+func LoadSources(ctx context.Context, path string, m *sources.Manager) (*File, []acl.Source, error) {
 	l := new(acl.Loader)
 	data, err := l.ReadFile(ctx, path)
 	if err != nil {
 		return nil, l.Sources(), err
 	}
-	f, err := parse(ctx, l, path, data)
+	f, err := parse(ctx, l, path, data, m)
 	if err != nil {
 		return nil, l.Sources(), err
 	}
@@ -211,18 +223,36 @@ func LoadContext(ctx context.Context, path string) (*File, []acl.Source, error) 
 // Parse reads data as the config file path. Relative paths inside it (includes, ACL files,
 // programs) are relative to the directory of path.
 func Parse(path string, data []byte) (*File, error) {
-	return parse(context.Background(), new(acl.Loader), path, data)
+	return parse(context.Background(), new(acl.Loader), path, data, nil)
 }
 
-func parse(ctx context.Context, l *acl.Loader, path string, data []byte) (*File, error) {
+func parse(ctx context.Context, l *acl.Loader, path string, data []byte, m *sources.Manager) (f *File, err error) {
 	root, err := conf.Parse(path, data)
 	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(data)
-	f := &File{Path: path, Hash: hex.EncodeToString(sum[:]), DrainTimeout: DefaultDrainTimeout, MaxBans: DefaultMaxBans}
+	f = &File{Path: path, Hash: hex.EncodeToString(sum[:]), DrainTimeout: DefaultDrainTimeout, MaxBans: DefaultMaxBans}
 	f.read = func(file string) ([]byte, error) { return l.ReadFile(ctx, file) }
-	defer func() { f.read = nil }()
+	defer func(f *File) { f.read = nil }(f)
+	if m != nil {
+		// state_dir before acls, whose url includes cache there, wherever it is written.
+		dir := ""
+		if root.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(root.Content); i += 2 {
+				if k, v := root.Content[i], root.Content[i+1]; k.Value == "state_dir" && v.Kind == yaml.ScalarNode && v.Value != "" {
+					dir = relative(path, v.Value)
+				}
+			}
+		}
+		b := m.For(dir)
+		l.Resolver = b
+		defer func() {
+			if f != nil {
+				f.Remotes = b.Used()
+			}
+		}()
+	}
 	if root.Kind == yaml.MappingNode && !hasKey(root, "services") && !hasKey(root, "acls") {
 		spec, err := l.SpecFromNode(ctx, path, root)
 		if err != nil {

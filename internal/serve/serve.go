@@ -24,6 +24,7 @@ import (
 	"github.com/peergate/peergate/gate/limit"
 	"github.com/peergate/peergate/internal/conf"
 	"github.com/peergate/peergate/internal/config"
+	"github.com/peergate/peergate/internal/sources"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,6 +57,8 @@ type Server struct {
 	state    *stateStore // nil: no state_dir
 	banner   *banner
 	autos    map[string]*autoBan // by service name, kept across reloads
+
+	src *sources.Manager // url includes: fetched, cached in state_dir, refreshed
 }
 
 // port is one listening address and the service it currently serves.
@@ -87,7 +90,9 @@ func (svc *service) decided(ev gate.Event) {
 
 // New loads the config at path and opens its listeners. Nothing is served until Serve.
 func New(path string, log *slog.Logger) (*Server, error) {
-	cfg, _, err := config.LoadContext(context.Background(), path)
+	m := newMetrics()
+	src := sources.New(log, m.reg)
+	cfg, _, err := config.LoadSources(context.Background(), path, src)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +104,7 @@ func New(path string, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{path: path, log: log, ports: map[string]*port{}, sems: map[string]chan struct{}{}, lims: map[string]*limit.Limiter{}, logLims: map[string]*logLimit{},
-		conns: map[net.Conn]struct{}{}, groups: map[int]struct{}{}, m: newMetrics(),
+		conns: map[net.Conn]struct{}{}, groups: map[int]struct{}{}, m: m, src: src,
 		bans: bans.New(bans.Config{Max: cfg.MaxBans, Guard: guardOf(cfg)}), banDone: make(chan struct{})}
 	s.m.watchBans(s.bans)
 	s.banner = newBanner(s, s.banDone)
@@ -163,7 +168,7 @@ func (s *Server) ReloadContext(ctx context.Context) error {
 	defer s.reloading.Unlock()
 	Notify(reloading()) // systemd (Type=notify): reloading until READY=1 again
 	defer Notify("READY=1")
-	cfg, sources, err := config.LoadContext(ctx, s.path)
+	cfg, sources, err := config.LoadSources(ctx, s.path, s.src)
 	if err == nil {
 		cfg.DropSpecs()
 	}
@@ -309,7 +314,15 @@ func (s *Server) apply(cfg *config.File) error {
 	}
 	s.cfg, s.sems, s.lims, s.logLims, s.sources, s.loaded = cfg, sems, lims, logLims, cfg.Sources, time.Now()
 	s.m.loaded(cfg)
+	s.src.Retain(cfg.Remotes)
 	return nil
+}
+
+// RefreshSources refreshes the url includes of the running config on their timers (checking
+// every tick which are due) until ctx is done; a refresh that brings a changed list reloads the
+// config through ReloadContext, one reload at a time as for SIGHUP.
+func (s *Server) RefreshSources(ctx context.Context, tick time.Duration) {
+	s.src.Run(ctx, tick, s.ReloadContext)
 }
 
 // filterError places a kernel_filter failure at the line of the config that asked for it.
