@@ -137,8 +137,9 @@ type ACL struct {
 type Service struct {
 	Name           string
 	Line           int
-	Listen         []string // "host:port" with an IP literal host (or none), or "unix:/path"
-	ListenLines    []int    // where each Listen entry was written
+	Listen         []string            // "host:port" with an IP literal host (or none), or "unix:/path"
+	ListenLines    []int               // where each Listen entry was written
+	UnixPerms      map[string]UnixPerm // by Listen entry: the mode and owner of a Unix socket's file; nil: none set
 	ACL            *ACL
 	Upstream       string   // "host:port" or "unix:/path"
 	Exec           []string // program (resolved) and arguments
@@ -397,6 +398,17 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 			s.Name, _ = conf.Scalar(path, v, errs)
 		case "listen":
 			for _, item := range conf.Sequence(path, v, errs) {
+				if item.Kind == yaml.MappingNode {
+					if addr, perm, ok := unixListen(path, item, errs); ok {
+						if s.UnixPerms == nil {
+							s.UnixPerms = map[string]UnixPerm{}
+						}
+						s.UnixPerms[addr] = perm
+						s.Listen = append(s.Listen, addr)
+						s.ListenLines = append(s.ListenLines, item.Line)
+					}
+					continue
+				}
 				if addr, ok := conf.Scalar(path, item, errs); ok {
 					if err := checkListen(addr); err != nil {
 						errs.At(path, item.Line, addr, err)
@@ -861,6 +873,54 @@ func duration(path string, v *yaml.Node, errs *conf.Errors) time.Duration {
 
 // UnixPath returns the socket path of a "unix:/path" address, and whether addr is one.
 func UnixPath(addr string) (string, bool) { return strings.CutPrefix(addr, "unix:") }
+
+// UnixPerm is what a listen entry written {unix: PATH, mode: "0660", owner: USER, group: GROUP}
+// sets on the socket's file once it is bound.
+type UnixPerm struct {
+	Mode     os.FileMode // 0: as bound (the umask decides)
+	UID, GID int         // -1: unchanged
+}
+
+// unixListen reads a listen entry written as a mapping: a Unix socket path with the mode, owner
+// and group of its file. It returns the entry as "unix:PATH".
+func unixListen(path string, n *yaml.Node, errs *conf.Errors) (string, UnixPerm, bool) {
+	perm := UnixPerm{UID: -1, GID: -1}
+	var sock string
+	var permLine int
+	conf.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "unix":
+			sock, _ = conf.Scalar(path, v, errs)
+		case "mode":
+			permLine = v.Line
+			word, _ := conf.Scalar(path, v, errs)
+			m, err := strconv.ParseUint(word, 8, 32)
+			if err != nil || m == 0 || m > 0o777 {
+				errs.At(path, v.Line, word, fmt.Errorf("%w: mode must be octal permission bits, such as \"0660\"", ErrConfig))
+			}
+			perm.Mode = os.FileMode(m) & os.ModePerm
+		case "owner":
+			permLine = v.Line
+			_, perm.UID = lookupID(path, v, errs, "user")
+		case "group":
+			permLine = v.Line
+			_, perm.GID = lookupID(path, v, errs, "group")
+		default:
+			conf.Unknown(errs, path, k, "unix, mode, owner or group")
+		}
+	})
+	addr := "unix:" + sock
+	switch err := checkListen(addr); {
+	case sock == "":
+		errs.At(path, n.Line, "listen", fmt.Errorf("%w: a listen entry written as a mapping needs unix: PATH", ErrConfig))
+		return "", perm, false
+	case err != nil:
+		errs.At(path, n.Line, addr, err)
+	case sock[0] == '@' && permLine != 0:
+		errs.At(path, permLine, addr, fmt.Errorf("%w: an abstract socket has no file: mode, owner and group do not apply", ErrConfig))
+	}
+	return addr, perm, true
+}
 
 func checkListen(addr string) error {
 	if p, ok := UnixPath(addr); ok {

@@ -256,6 +256,11 @@ func TestErrors(t *testing.T) {
 		// The ACL file is the config itself, 38 bytes: over the bound, which is read first wherever it is written.
 		{"admin token_file a directory", svc + "    upstream: x:1\nadmin: {listen: \"127.0.0.1:9\", token_file: /}\n", 8, "/", acl.ErrNotRegular},
 		{"ACL file over max_file_size", "acls:\n  a: c.yaml\nmax_file_size: 30\n#\n", 2, "c.yaml", acl.ErrTooBig},
+		{"mode on an abstract socket", svc + "    upstream: x:1\n  - name: t\n    listen: [{unix: \"@x\", mode: \"0660\"}]\n    acl: a\n    upstream: x:1\n", 9, "unix:@x", ErrConfig},
+		{"bad socket mode", svc + "    upstream: x:1\n  - name: t\n    listen: [{unix: /run/x.sock, mode: \"rw\"}]\n    acl: a\n    upstream: x:1\n", 9, "rw", ErrConfig},
+		{"unknown socket owner", svc + "    upstream: x:1\n  - name: t\n    listen: [{unix: /run/x.sock, owner: no-such-user-here}]\n    acl: a\n    upstream: x:1\n", 9, "no-such-user-here", ErrNoSuchUser},
+		{"unknown listen key", svc + "    upstream: x:1\n  - name: t\n    listen: [{unix: /run/x.sock, perms: \"0660\"}]\n    acl: a\n    upstream: x:1\n", 9, "perms", acl.ErrUnknownKey},
+		{"listen mapping without unix", svc + "    upstream: x:1\n  - name: t\n    listen: [{mode: \"0660\"}]\n    acl: a\n    upstream: x:1\n", 9, "listen", ErrConfig},
 		{"bad log_allowed", svc + "    upstream: x:1\n    log_allowed: yes\n", 8, "yes", ErrConfig},
 		{"unknown user", svc + "    exec: [/bin/true]\n    user: no-such-user-here\n", 8, "no-such-user-here", ErrNoSuchUser},
 		{"unknown group", svc + "    exec: [/bin/true]\n    group: no-such-group-here\n", 8, "no-such-group-here", ErrNoSuchUser},

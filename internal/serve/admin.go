@@ -123,38 +123,39 @@ type effectiveACL struct {
 }
 
 type effectiveSvc struct {
-	Name           string             `json:"name"`
-	Listen         []string           `json:"listen"`
-	ACL            string             `json:"acl"`
-	Upstream       string             `json:"upstream,omitempty"`
-	Exec           []string           `json:"exec,omitempty"`             // the program; its arguments only when asked
-	ExecArgsHidden int                `json:"exec_args_hidden,omitempty"` // arguments left out of Exec
-	OnDeny         string             `json:"on_deny,omitempty"`
-	DryRun         bool               `json:"dry_run,omitempty"`
-	ConnectTimeout string             `json:"connect_timeout,omitempty"`
-	IdleTimeout    string             `json:"idle_timeout,omitempty"`
-	MaxConns       *int               `json:"max_conns,omitempty"`
-	KernelFilter   string             `json:"kernel_filter,omitempty"`
-	KernelFilters  []effectiveFilter  `json:"kernel_filters,omitempty"` // what each listener has attached
-	TrustedProxies []string           `json:"trusted_proxies,omitempty"`
-	ProxyProtocol  string             `json:"proxy_protocol,omitempty"`
-	ProxyTimeout   string             `json:"proxy_header_timeout,omitempty"`
-	SendProxy      string             `json:"send_proxy,omitempty"`
-	PerSource      int                `json:"per_source,omitempty"`
-	PerSourcePfx   []int              `json:"per_source_prefix,omitempty"` // [ipv4, ipv6]
-	Rate           float64            `json:"rate_per_second,omitempty"`
-	Burst          int                `json:"burst,omitempty"`
-	MaxSources     int                `json:"max_sources,omitempty"`
-	LogRate        *int               `json:"log_rate,omitempty"`
-	KeepAlive      string             `json:"keepalive,omitempty"`
-	LogAllowed     bool               `json:"log_allowed,omitempty"`
-	User           string             `json:"user,omitempty"`  // as written; UID resolved at load
-	Group          string             `json:"group,omitempty"` // as written (or the user's primary group)
-	UID            *int               `json:"uid,omitempty"`
-	GID            *int               `json:"gid,omitempty"`
-	NeverBan       []string           `json:"never_ban,omitempty"`
-	BanAfter       *effectiveBanAfter `json:"ban_after,omitempty"`
-	TokenRequired  bool               `json:"token_required,omitempty"`
+	Name           string                   `json:"name"`
+	Listen         []string                 `json:"listen"`
+	ACL            string                   `json:"acl"`
+	Upstream       string                   `json:"upstream,omitempty"`
+	Exec           []string                 `json:"exec,omitempty"`             // the program; its arguments only when asked
+	ExecArgsHidden int                      `json:"exec_args_hidden,omitempty"` // arguments left out of Exec
+	OnDeny         string                   `json:"on_deny,omitempty"`
+	DryRun         bool                     `json:"dry_run,omitempty"`
+	ConnectTimeout string                   `json:"connect_timeout,omitempty"`
+	IdleTimeout    string                   `json:"idle_timeout,omitempty"`
+	MaxConns       *int                     `json:"max_conns,omitempty"`
+	KernelFilter   string                   `json:"kernel_filter,omitempty"`
+	KernelFilters  []effectiveFilter        `json:"kernel_filters,omitempty"` // what each listener has attached
+	TrustedProxies []string                 `json:"trusted_proxies,omitempty"`
+	ProxyProtocol  string                   `json:"proxy_protocol,omitempty"`
+	ProxyTimeout   string                   `json:"proxy_header_timeout,omitempty"`
+	SendProxy      string                   `json:"send_proxy,omitempty"`
+	PerSource      int                      `json:"per_source,omitempty"`
+	PerSourcePfx   []int                    `json:"per_source_prefix,omitempty"` // [ipv4, ipv6]
+	Rate           float64                  `json:"rate_per_second,omitempty"`
+	Burst          int                      `json:"burst,omitempty"`
+	MaxSources     int                      `json:"max_sources,omitempty"`
+	LogRate        *int                     `json:"log_rate,omitempty"`
+	KeepAlive      string                   `json:"keepalive,omitempty"`
+	LogAllowed     bool                     `json:"log_allowed,omitempty"`
+	UnixPerms      map[string]effectivePerm `json:"unix_perms,omitempty"` // by listen entry
+	User           string                   `json:"user,omitempty"`       // as written; UID resolved at load
+	Group          string                   `json:"group,omitempty"`      // as written (or the user's primary group)
+	UID            *int                     `json:"uid,omitempty"`
+	GID            *int                     `json:"gid,omitempty"`
+	NeverBan       []string                 `json:"never_ban,omitempty"`
+	BanAfter       *effectiveBanAfter       `json:"ban_after,omitempty"`
+	TokenRequired  bool                     `json:"token_required,omitempty"`
 }
 
 func (s *Server) effectiveConfig(w http.ResponseWriter, r *http.Request) {
@@ -185,6 +186,22 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, r *http.Request) {
 			ConnectTimeout: c.ConnectTimeout.String(), IdleTimeout: c.IdleTimeout.String(), MaxConns: &c.MaxConns,
 			KernelFilter: c.KernelFilter, SendProxy: c.SendProxy, LogRate: &c.LogRate, KeepAlive: c.KeepAlive.String(),
 			LogAllowed: c.LogAllowed, User: c.User, Group: c.Group}
+		for addr, p := range c.UnixPerms {
+			if es.UnixPerms == nil {
+				es.UnixPerms = map[string]effectivePerm{}
+			}
+			ep := effectivePerm{}
+			if p.Mode != 0 {
+				ep.Mode = fmt.Sprintf("%04o", uint32(p.Mode))
+			}
+			if p.UID >= 0 {
+				ep.UID = &p.UID
+			}
+			if p.GID >= 0 {
+				ep.GID = &p.GID
+			}
+			es.UnixPerms[addr] = ep
+		}
 		if c.UID >= 0 {
 			es.UID = &c.UID
 		}
@@ -259,4 +276,11 @@ type effectiveBanAfter struct {
 	LimitHits int    `json:"limit_hits,omitempty"`
 	Within    string `json:"within"`
 	For       string `json:"for"`
+}
+
+// effectivePerm is what a Unix listen entry sets on its socket file, as /config shows it.
+type effectivePerm struct {
+	Mode string `json:"mode,omitempty"`
+	UID  *int   `json:"uid,omitempty"`
+	GID  *int   `json:"gid,omitempty"`
 }

@@ -2,10 +2,12 @@ package serve
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -77,5 +79,36 @@ func TestBindHint(t *testing.T) {
 	// Not root: a real bind to a low port (where the kernel keeps them privileged) says it too.
 	if _, err := listen("127.0.0.1:1"); err != nil && errors.Is(err, syscall.EACCES) && !errors.Is(err, ErrPrivilegedPort) {
 		t.Errorf("listen 127.0.0.1:1: %v: no hint", err)
+	}
+}
+
+// TestUnixListenPerm: a Unix listen entry's mode, owner and group are set on the socket file
+// right after it is bound.
+func TestUnixListenPerm(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root: this test runs as uid", os.Geteuid())
+	}
+	for _, tc := range []struct {
+		name, entry string
+		mode        os.FileMode
+		uid, gid    uint32
+	}{
+		{"mode and group", `{unix: %s, mode: "0660", group: "4242"}`, 0o660, 0, 4242},
+		{"owner by name", `{unix: %s, owner: nobody, mode: "0600"}`, 0o600, 65534, 0},
+		{"mode alone", `{unix: %s, mode: "0666"}`, 0o666, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "s.sock")
+			startLogged(t, "acls:\n  lo: {default: deny, unix: allow}\nservices:\n  - name: p\n    listen: ["+fmt.Sprintf(tc.entry, sock)+"]\n    acl: lo\n    exec: [/bin/true]\n",
+				slog.NewTextHandler(io.Discard, nil))
+			fi, err := os.Stat(sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := fi.Sys().(*syscall.Stat_t)
+			if fi.Mode().Perm() != tc.mode || st.Uid != tc.uid || st.Gid != tc.gid {
+				t.Errorf("socket %v uid %d gid %d, want %v %d %d", fi.Mode().Perm(), st.Uid, st.Gid, tc.mode, tc.uid, tc.gid)
+			}
+		})
 	}
 }

@@ -261,6 +261,11 @@ func (s *Server) apply(cfg *config.File) error {
 		if !ok && err == nil {
 			ln, err = listen(addr)
 		}
+		if perm, set := svc.UnixPerms[addr]; set && err == nil {
+			if err = applyPerm(addr, perm); err != nil {
+				ln.Close()
+			}
+		}
 		var g gated
 		if err == nil && wrapListener != nil {
 			ln = wrapListener(ln)

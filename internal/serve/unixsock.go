@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/peergate/peergate/internal/config"
 )
 
 // Errors of listening on a Unix socket path that something else holds.
@@ -104,4 +106,20 @@ func (u *unixListener) Close() error {
 		}
 	})
 	return err
+}
+
+// applyPerm sets the mode and owner of the file of the Unix socket addr, right after it is bound.
+func applyPerm(addr string, p config.UnixPerm) error {
+	path, _ := config.UnixPath(addr)
+	if p.UID >= 0 || p.GID >= 0 {
+		if err := os.Lchown(path, p.UID, p.GID); err != nil {
+			return fmt.Errorf("listen %s: %w", addr, err)
+		}
+	}
+	if p.Mode != 0 {
+		if err := os.Chmod(path, p.Mode); err != nil {
+			return fmt.Errorf("listen %s: %w", addr, err)
+		}
+	}
+	return nil
 }
