@@ -659,10 +659,26 @@ func (s *Server) signalGroups(sig syscall.Signal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for pgid := range s.groups {
-		if unix.Kill(-pgid, sig) == unix.ESRCH {
+		if reusedPgid(pgid) || unix.Kill(-pgid, sig) == unix.ESRCH {
 			delete(s.groups, pgid)
 		}
 	}
+}
+
+// reusedPgid reports whether the process group id of a handler that exited may now be another's:
+// its number names a process of another session. The kernel allocates no pid still in use as a
+// process group id, so a live process numbered pgid outside this session means the handler's
+// group is gone and the number was given again (to a login shell, a service, any group leader
+// that a signal here would hit). A handler and its group stay in this session: it leads its
+// group, so it cannot call setsid, and its members cannot join a group of another session. When
+// no process has the number, the group may live on without its leader, and is the handler's.
+func reusedPgid(pgid int) bool {
+	sid, err := unix.Getsid(pgid)
+	if err != nil {
+		return false
+	}
+	own, err := unix.Getsid(0)
+	return err == nil && sid != own
 }
 
 // endGroups waits until the handlers' process groups are gone, and at kill sends SIGKILL to
