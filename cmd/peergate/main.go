@@ -18,6 +18,8 @@
 //	    remove the bans of addresses or prefixes through the admin API
 //	peergate bans -admin ADDR
 //	    list the live bans of a running serve
+//	peergate whatif -admin ADDR FILE
+//	    which recent peers of each service of a running serve a candidate serve or ACL file would decide the other way; applies nothing
 //	peergate diff -config OLD [-acl NAME] NEW [-acl NAME] [-json]
 //	    every address range whose verdict changes between two ACLs, as prefixes, with the deciding rule on each side
 //	peergate convert -daemon NAME [-o FILE] HOSTS.ALLOW HOSTS.DENY

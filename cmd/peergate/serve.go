@@ -71,7 +71,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if a := srv.AdminAddr(); a != nil {
-		log.Info("listening", "service", "admin", "addr", a.String(), "paths", "/metrics /healthz /config /bans /explain /rules")
+		log.Info("listening", "service", "admin", "addr", a.String(), "paths", "/metrics /healthz /config /bans /explain /rules /whatif")
 	}
 	if err := serve.Notify("READY=1"); err != nil { // systemd Type=notify: started
 		log.Warn("systemd not told that serve is ready", "err", err)

@@ -111,3 +111,27 @@ func mustRules(t *testing.T, n int) *acl.ACL {
 	}
 	return acl.MustNew(spec)
 }
+
+// TestRecentPeersBounded: the record keeps the last MaxRecentPeers distinct peers, the oldest
+// replaced first, and a peer seen again is not added twice.
+func TestRecentPeersBounded(t *testing.T) {
+	var r recentPeers
+	now := time.Now()
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}) }
+	for i := range MaxRecentPeers + 100 {
+		r.add(addr(i), now)
+		r.add(addr(i), now) // again: no second entry
+	}
+	snap := r.snapshot()
+	if len(snap) != MaxRecentPeers || len(r.idx) != MaxRecentPeers {
+		t.Fatalf("%d peers, %d indexed, want %d", len(snap), len(r.idx), MaxRecentPeers)
+	}
+	if _, ok := r.idx[addr(99)]; ok {
+		t.Error("peer 99 (among the oldest) kept")
+	}
+	for _, i := range []int{100, MaxRecentPeers + 99} {
+		if _, ok := r.idx[addr(i)]; !ok {
+			t.Errorf("peer %d dropped", i)
+		}
+	}
+}

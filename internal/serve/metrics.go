@@ -43,7 +43,8 @@ type metrics struct {
 	rules map[string]*ruleSet // by service name, kept across reloads
 
 	hitsMu sync.Mutex
-	hits   map[string]*ruleHits // per-rule hits by service name, kept across reloads (hits.go)
+	hits   map[string]*ruleHits    // per-rule hits by service name, kept across reloads (hits.go)
+	recent map[string]*recentPeers // recent distinct peers by service name (whatif.go)
 }
 
 func newMetrics() *metrics {
@@ -150,6 +151,7 @@ func (m *metrics) service(name string) *svcMetrics {
 		banVec:    m.banDenials, service: name, byOrigin: map[string]prometheus.Counter{},
 		rules:     rs,
 		hits:      m.hitsOf(name),
+		recent:    m.recentOf(name),
 		active:    m.active.WithLabelValues(name),
 		bytesIn:   m.bytes.WithLabelValues(name, "in"),
 		bytesOut:  m.bytes.WithLabelValues(name, "out"),
@@ -169,6 +171,7 @@ type svcMetrics struct {
 	byOrigin                           map[string]prometheus.Counter // ban denials by origin (few)
 	rules                              *ruleSet
 	hits                               *ruleHits
+	recent                             *recentPeers
 	active                             prometheus.Gauge
 	bytesIn, bytesOut, upFail          prometheus.Counter
 	aborts                             [nEnds]prometheus.Counter // by end; nil for endDone
@@ -178,6 +181,7 @@ type svcMetrics struct {
 // decided counts one judged connection; it is the gate's OnDecision hook.
 func (sm *svcMetrics) decided(ev gate.Event) {
 	sm.hits.countEvent(ev)
+	sm.recent.addEvent(ev)
 	switch {
 	case errors.Is(ev.Err, gate.ErrProxyHeader) || errors.Is(ev.Err, gate.ErrProxyRequired):
 		sm.proxy.Inc()
