@@ -83,6 +83,10 @@ type Loader struct {
 	// (ErrRemote) naming its file and line.
 	Resolver Resolver
 
+	// GeoIP compiles country and asn rules against the file's geoip database; nil: such a rule
+	// is an error (ErrGeoIP) naming its file and line.
+	GeoIP GeoCompiler
+
 	mu      sync.Mutex
 	sources []Source
 }
@@ -130,8 +134,10 @@ func (l *Loader) SpecFromNode(ctx context.Context, name string, n *yaml.Node) (S
 	var errs conf.Errors
 	var spec Spec
 	haveDefault := false
+	geo := geoKey(name, n, &errs)
 	isMap := conf.Mapping(name, n, &errs, func(key string, k, v *yaml.Node) {
 		switch key {
+		case "geoip": // read by geoKey
 		case "default":
 			spec.Default, haveDefault = scalarAction(name, v, &errs), true
 		case "unix":
@@ -154,14 +160,14 @@ func (l *Loader) SpecFromNode(ctx context.Context, name string, n *yaml.Node) (S
 			}
 		case "include":
 			for _, item := range conf.Sequence(name, v, &errs) {
-				if rules := l.include(ctx, name, item, &errs); len(spec.Rules) == 0 {
+				if rules := l.include(ctx, name, item, geo, &errs); len(spec.Rules) == 0 {
 					spec.Rules = rules // a big list: no copy
 				} else {
 					spec.Rules = append(spec.Rules, rules...)
 				}
 			}
 		default:
-			conf.Unknown(&errs, name, k, "default, allow, deny, include or unix")
+			conf.Unknown(&errs, name, k, "default, allow, deny, include, geoip or unix")
 		}
 	})
 	if !haveDefault && isMap {
@@ -174,9 +180,12 @@ func (l *Loader) SpecFromNode(ctx context.Context, name string, n *yaml.Node) (S
 }
 
 // include reads one {path, action} entry and the list file it names.
-func (l *Loader) include(ctx context.Context, name string, n *yaml.Node, errs *conf.Errors) []Rule {
+func (l *Loader) include(ctx context.Context, name string, n *yaml.Node, geo *geoDB, errs *conf.Errors) []Rule {
 	if n.Kind == yaml.MappingNode && hasKey(n, "url") {
 		return l.remote(ctx, name, n, errs)
+	}
+	if n.Kind == yaml.MappingNode && (hasKey(n, "country") || hasKey(n, "asn")) {
+		return l.geo(ctx, name, n, geo, errs)
 	}
 	var path string
 	var pathLine int

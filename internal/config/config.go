@@ -235,6 +235,7 @@ func parse(ctx context.Context, l *acl.Loader, path string, data []byte, m *sour
 	sum := sha256.Sum256(data)
 	f = &File{Path: path, Hash: hex.EncodeToString(sum[:]), DrainTimeout: DefaultDrainTimeout, MaxBans: DefaultMaxBans}
 	f.read = func(file string) ([]byte, error) { return l.ReadFile(ctx, file) }
+	l.GeoIP = sources.GeoIP{}
 	defer func(f *File) { f.read = nil }(f)
 	if m != nil {
 		// state_dir before acls, whose url includes cache there, wherever it is written.
