@@ -2,6 +2,7 @@ package gate
 
 import (
 	"errors"
+	"github.com/peergate/peergate/acl"
 	"net"
 	"net/netip"
 	"runtime"
@@ -55,10 +56,11 @@ func (a *asyncAccept) endRead(proxy netip.Addr) {
 	}
 }
 
-// judged is a connection handed on, with the Tag of the policy that judged it.
+// judged is a connection handed on, with the policy that judged it and what it judged.
 type judged struct {
 	conn net.Conn
-	tag  any
+	pol  *policy
+	ev   Event // Conn is not set
 }
 
 func (l *Listener) acceptAsync() (net.Conn, any, error) {
@@ -71,14 +73,58 @@ func (l *Listener) acceptAsync() (net.Conn, any, error) {
 		a.started.Store(true)
 		go l.pump()
 	})
-	select {
-	case j := <-a.ready:
-		return j.conn, j.tag, nil
-	case err := <-a.errs:
-		return nil, nil, err
-	case <-a.done:
-		return nil, nil, a.err
+	for {
+		select {
+		case j := <-a.ready:
+			if tag, ok := l.recheck(&j); ok {
+				return j.conn, tag, nil
+			}
+		case err := <-a.errs:
+			return nil, nil, err
+		case <-a.done:
+			return nil, nil, a.err
+		}
 	}
+}
+
+// recheck judges again, as Accept takes it, a connection that was judged allowed and then waited
+// for Accept (which a caller may not call for long: a service at its connection cap): a ban
+// added, or a policy set, since must apply to it. It returns the Tag to hand it on with, or
+// denies it (counted, logged and reported like any denial) and returns false.
+func (l *Listener) recheck(j *judged) (any, bool) {
+	p := l.policy.Load()
+	ev := j.ev
+	ev.Conn, ev.Ban, ev.Limit = j.conn, nil, nil
+	if p.opts.Bans != nil && !ev.Peer.Unix {
+		if b, ok := p.opts.Bans.Banned(ev.Peer.AddrPort.Addr().Unmap()); ok {
+			ev.Ban = &b
+			ev.Decision = acl.Decision{Action: acl.Deny}
+		}
+	}
+	if ev.Ban == nil {
+		if p == j.pol {
+			return p.opts.Tag, true
+		}
+		ev.Decision = ev.Peer.Decide(p.acl)
+	}
+	opts := &p.opts
+	if ev.Decision.Allowed() || opts.DryRun {
+		return opts.Tag, true
+	}
+	if ev.Ban != nil {
+		l.banned.Add(1)
+	} else {
+		l.denied.Add(1)
+	}
+	ev.HandedOn = false
+	if opts.Logger != nil {
+		l.log(opts.Logger, &ev)
+	}
+	if opts.OnDecision != nil {
+		opts.OnDecision(ev)
+	}
+	deny(j.conn, opts.Reset)
+	return nil, false
 }
 
 // pump accepts connections and starts a goroutine to judge each, until the inner listener fails
@@ -146,15 +192,16 @@ func yieldAndRetry(a *asyncAccept, proxy netip.Addr) bool {
 func (l *Listener) judgeAndDeliver(c net.Conn, read func(), refuse error) {
 	a := &l.async
 	defer func() { <-a.pending }()
-	out, tag, ok := l.judge(c, refuse)
+	out, pol, ev, ok := l.judgePolicy(c, refuse)
 	if read != nil {
 		read()
 	}
 	if !ok {
 		return
 	}
+	ev.Conn = nil
 	select {
-	case a.ready <- judged{out, tag}:
+	case a.ready <- judged{out, pol, ev}:
 	case <-l.closed:
 		out.Close()
 	}

@@ -216,6 +216,15 @@ func unreachable(c net.Conn) error {
 // decided it. A non-nil refuse denies c with that error once its direct peer is known, reading
 // nothing.
 func (l *Listener) judge(c net.Conn, refuse error) (net.Conn, any, bool) {
+	out, p, _, ok := l.judgePolicy(c, refuse)
+	if !ok {
+		return nil, nil, false
+	}
+	return out, p.opts.Tag, true
+}
+
+// judgePolicy is judge that returns the policy that decided c and the Event reported.
+func (l *Listener) judgePolicy(c net.Conn, refuse error) (net.Conn, *policy, Event, bool) {
 	p := l.policy.Load()
 	ev := Event{Conn: c}
 	ev.Peer, ev.Err = PeerOf(c)
@@ -279,12 +288,12 @@ func (l *Listener) judge(c net.Conn, refuse error) (net.Conn, any, bool) {
 	}
 	if !ev.HandedOn {
 		deny(c, opts.Reset)
-		return nil, nil, false
+		return nil, nil, Event{}, false
 	}
 	if wrapped != nil {
-		return wrapped, opts.Tag, true
+		return wrapped, p, ev, true
 	}
-	return c, opts.Tag, true
+	return c, p, ev, true
 }
 
 func (l *Listener) log(log *slog.Logger, ev *Event) {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -229,6 +230,111 @@ func TestProxyDistrustedWhileReading(t *testing.T) {
 			}
 			if tc.want {
 				(<-accepted).Close()
+			}
+		})
+	}
+}
+
+// banOne is a Bans that bans one address once set.
+type banOne struct{ addr atomic.Pointer[netip.Addr] }
+
+func (b *banOne) Banned(a netip.Addr) (Ban, bool) {
+	if p := b.addr.Load(); p != nil && *p == a {
+		return Ban{Prefix: netip.PrefixFrom(a, a.BitLen()), Origin: "test"}, true
+	}
+	return Ban{}, false
+}
+
+// TestRecheckWhileWaiting: a connection judged allowed that then waits for Accept (with Proxy set,
+// judged connections queue until the caller accepts, which a server at its connection cap may
+// not do for long) is judged again when Accept takes it: a ban added, or a policy set, meanwhile
+// denies it. It used to be handed on as judged, minutes later, ban or no ban.
+func TestRecheckWhileWaiting(t *testing.T) {
+	a := mustACL(t, acl.Deny, acl.Deny, "allow 192.0.2.0/24")
+	strict := mustACL(t, acl.Deny, acl.Deny, "allow 192.0.2.8/32")
+	proxy := &ProxyOptions{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
+	banned := netip.MustParseAddr("192.0.2.7")
+	for _, tc := range []struct {
+		name   string
+		change func(g *Listener, b *banOne, o Options)
+		pass   bool // 192.0.2.7's connection is handed on
+	}{
+		{"nothing changed", func(*Listener, *banOne, Options) {}, true},
+		{"banned", func(_ *Listener, b *banOne, _ Options) { b.addr.Store(&banned) }, false},
+		{"policy narrowed", func(g *Listener, _ *banOne, o Options) { g.SetPolicy(strict, o) }, false},
+		{"dry run", func(g *Listener, b *banOne, o Options) {
+			b.addr.Store(&banned)
+			o.DryRun = true
+			g.SetPolicy(a, o)
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &banOne{}
+			events := make(chan Event, 8)
+			opts := Options{Proxy: proxy, Bans: b, OnDecision: func(ev Event) { events <- ev }}
+			g := NewListener(listen(t, "tcp", "127.0.0.1:0"), a, opts)
+			defer g.Close()
+			decided := func(client string) Event {
+				t.Helper()
+				select {
+				case ev := <-events:
+					if ev.Peer.AddrPort.Addr().String() != client {
+						t.Fatalf("decided %v, want %s", ev.Peer, client)
+					}
+					return ev
+				case <-time.After(10 * time.Second):
+					t.Fatalf("no decision for %s", client)
+				}
+				return Event{}
+			}
+			send := func(client string) net.Conn {
+				c := dialFrom(t, "127.0.0.1", g.Addr().String())
+				io.WriteString(c, "PROXY TCP4 "+client+" 127.0.0.1 1234 80\r\n")
+				return c
+			}
+			// Start the accepting goroutine with a first connection.
+			first := make(chan net.Conn, 1)
+			go func() {
+				c, _ := g.Accept()
+				first <- c
+			}()
+			c0 := send("192.0.2.1")
+			defer c0.Close()
+			decided("192.0.2.1")
+			if c := <-first; c != nil {
+				c.Close()
+			}
+			// Judged allowed, and waiting for Accept.
+			c1 := send("192.0.2.7")
+			defer c1.Close()
+			if ev := decided("192.0.2.7"); !ev.HandedOn {
+				t.Fatalf("192.0.2.7 not allowed: %+v", ev)
+			}
+			tc.change(g, b, opts)
+			c2 := send("192.0.2.8")
+			defer c2.Close()
+			decided("192.0.2.8")
+			got := map[string]bool{}
+			for range map[bool]int{true: 2, false: 1}[tc.pass] { // both, or 192.0.2.8 alone
+				c, err := g.Accept()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				got[c.RemoteAddr().(*net.TCPAddr).IP.String()] = true
+			}
+			if !got["192.0.2.8"] || got["192.0.2.7"] != tc.pass {
+				t.Errorf("Accept returned the connections of %v; 192.0.2.7's handed on: want %v", got, tc.pass)
+			}
+			if tc.pass {
+				return
+			}
+			if ev := decided("192.0.2.7"); ev.HandedOn || (tc.name == "banned") != (ev.Ban != nil) {
+				t.Errorf("second decision for 192.0.2.7: %+v", ev)
+			}
+			c1.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if n, err := c1.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("192.0.2.7's connection: read %d, %v; want it closed", n, err)
 			}
 		})
 	}

@@ -55,7 +55,9 @@ const headerBuffer = 4096 + 16
 // keep other peers waiting. A header whose read began under a policy that trusted its proxy, and
 // that ended under one (SetPolicy, SetOptions) that does not, is refused (ErrProxyHeader). At
 // most MaxPending connections are accepted and not yet returned by Accept at a time; beyond that
-// the Listener stops accepting until Accept catches up.
+// the Listener stops accepting until Accept catches up. One judged allowed that waited for Accept
+// is judged again as Accept takes it when a ban (Options.Bans) now covers it or the policy changed
+// meanwhile, and denied (and reported again) if it no longer passes.
 type ProxyOptions struct {
 	// Trusted are the prefixes of the proxies whose PROXY headers are believed.
 	Trusted []netip.Prefix
