@@ -21,7 +21,7 @@ type lapi struct {
 	cmd      *exec.Cmd
 }
 
-func startLAPI(t *testing.T) *lapi {
+func startLAPI(t *testing.T, machines ...string) *lapi {
 	t.Helper()
 	for _, prog := range []string{"crowdsec", "cscli"} {
 		if _, err := exec.LookPath(prog); err != nil {
@@ -76,6 +76,10 @@ prometheus:
   enabled: false
 `, l.dir, port))
 	l.cscli("machines", "add", "peergate-test", "--auto", "--force", "-f", filepath.Join(l.dir, "local_api_credentials.yaml"))
+	for _, m := range machines { // NAME:PASSWORD, credentials written to l.dir/NAME.yaml
+		name, pw, _ := strings.Cut(m, ":")
+		l.cscli("machines", "add", name, "--password", pw, "--force", "-f", filepath.Join(l.dir, name+".yaml"))
+	}
 	l.start()
 	return l
 }
@@ -197,5 +201,43 @@ func TestServeCrowdSec(t *testing.T) {
 	p.mu.Unlock()
 	if n := strings.Count(logs, "crowdsec LAPI unreachable"); n != 1 {
 		t.Errorf("outage logged %d times, want once", n)
+	}
+}
+
+// TestServeCrowdSecReport: the whole-fleet loop. Gate A auto-bans a flooding source and reports
+// it to the LAPI as a registered machine; gate B, which never saw the source, pulls the decision
+// and denies it too.
+func TestServeCrowdSecReport(t *testing.T) {
+	l := startLAPI(t, "gatea:gateapassword1")
+	key := strings.TrimSpace(l.cscli("bouncers", "add", "peergate", "-o", "raw"))
+	dir := t.TempDir()
+	creds, _ := os.ReadFile(filepath.Join(l.dir, "gatea.yaml"))
+	writeFile(t, dir, "machine.yaml", string(creds))
+	writeFile(t, dir, "token", "s3cret\n")
+	writeFile(t, dir, "key", key+"\n")
+	up, _ := echoUpstream(t)
+	cs := "crowdsec: {url: \"" + l.url + "\", api_key_file: key, interval: 1s%s}\n"
+	a := strings.Replace(fmt.Sprintf(bansConfig, up, fmt.Sprintf(cs, ", report: true, credentials_file: machine.yaml")),
+		"    upstream: "+up+"\n", "    upstream: "+up+"\n    ban_after: {denials: 3, within: 1m, for: 1h}\n", 1)
+	b := strings.Replace(fmt.Sprintf(bansConfig, up, fmt.Sprintf(cs, "")), "deny: [127.0.0.3]", "deny: []", 1)
+	pa := startServe(t, writeFile(t, dir, "a.yaml", a), "-watch", "0")
+	pb := startServe(t, writeFile(t, dir, "b.yaml", b), "-watch", "0")
+	addrA, addrB := pa.addr("echo"), pb.addr("echo")
+	if !served(t, "127.0.0.3", addrB) {
+		t.Fatal("gate B refused 127.0.0.3 before any ban")
+	}
+	for range 3 {
+		if served(t, "127.0.0.3", addrA) {
+			t.Fatal("gate A served 127.0.0.3, which its ACL denies")
+		}
+	}
+	pa.waitLog(`msg="crowdsec: auto-bans reported" count=1`)
+	eventually(t, 3*time.Second, "gate B refuses 127.0.0.3, banned by gate A through the LAPI", func() bool { return !served(t, "127.0.0.3", addrB) })
+	if !served(t, "127.0.0.1", addrB) {
+		t.Error("gate B refused 127.0.0.1")
+	}
+	_, body := adminDo(t, "GET", "http://"+pb.addr("admin")+"/explain?addr=127.0.0.3", "s3cret", "")
+	if !strings.Contains(body, `"origin": "crowdsec"`) || !strings.Contains(body, `"reason": "peergate/auto-ban"`) {
+		t.Errorf("gate B's explain: %s", body)
 	}
 }

@@ -180,6 +180,9 @@ func (b *banner) apply(batch []bans.Ban) {
 		s.log.Warn("auto-bans refused", "added", n, "err", err)
 	}
 	for _, x := range ok {
+		if r := s.reporter; r != nil {
+			r.report(x)
+		}
 		s.log.Info("auto-ban", "ban", x.Prefix.String(), "origin", x.Origin, "reason", x.Reason, "expires", x.ExpiresString())
 	}
 	if n > 0 {

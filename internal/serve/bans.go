@@ -35,9 +35,6 @@ func guardOf(cfg *config.File) []netip.Prefix {
 // them is refused rather than run without them.
 func unbuilt(cfg *config.File) error {
 	var keys []string
-	if cfg.CrowdSec != nil && cfg.CrowdSec.Report {
-		keys = append(keys, "crowdsec.report")
-	}
 	if len(keys) > 0 {
 		return fmt.Errorf("%s: %w: %s not supported by this build yet", cfg.Path, config.ErrConfig, strings.Join(keys, ", "))
 	}

@@ -99,7 +99,7 @@ func (cs *crowdsec) fetch(startup bool) (*stream, error) {
 		return nil, err
 	}
 	req.Header.Set("X-Api-Key", cs.cfg.APIKey)
-	req.Header.Set("User-Agent", "peergate-bouncer")
+	req.Header.Set("User-Agent", "peergate-bouncer/1")
 	resp, err := cs.client.Do(req)
 	if err != nil {
 		return nil, err

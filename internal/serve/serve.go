@@ -56,6 +56,7 @@ type Server struct {
 	bansOnce sync.Once
 	state    *stateStore // nil: no state_dir
 	banner   *banner
+	reporter *reporter           // crowdsec.report; nil: off
 	autos    map[string]*autoBan // by service name, kept across reloads
 
 	src *sources.Manager // url includes: fetched, cached in state_dir, refreshed
@@ -107,6 +108,7 @@ func New(path string, log *slog.Logger) (*Server, error) {
 		conns: map[net.Conn]struct{}{}, groups: map[int]struct{}{}, m: m, src: src,
 		bans: bans.New(bans.Config{Max: cfg.MaxBans, Guard: guardOf(cfg)}), banDone: make(chan struct{})}
 	s.m.watchBans(s.bans)
+	s.reporter = s.startReporter(cfg.CrowdSec, s.banDone) // before the banner, which reads it
 	s.banner = newBanner(s, s.banDone)
 	if err := s.startBans(cfg); err != nil {
 		return nil, err
