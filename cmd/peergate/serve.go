@@ -34,6 +34,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "serve", err)
 	}
+	// Signals are caught before the first load, which takes seconds with a big list: a SIGHUP
+	// then (logrotate, a config manager) would otherwise end the process. One that comes during
+	// the load reloads once it is done; SIGTERM stops at once after it.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	log.Debug("loading", "file", f.config)
 	srv, err := serve.New(f.config, log)
 	if err != nil {
 		return fail(stderr, "serve", err)
@@ -41,8 +47,6 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if err := serve.ReapOrphans(); err != nil {
 		log.Warn("orphans of handlers will not be reaped here", "err", err)
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	// ctx ends with SIGTERM: it stops the watcher and cancels a load still running.
 	ctx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
