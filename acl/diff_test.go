@@ -284,3 +284,33 @@ func BenchmarkDiff1M(b *testing.B) {
 		}
 	}
 }
+
+// TestDeniedIn checks DeniedIn against brute-force Decide over every address of small prefixes
+// of random ACLs: it reports a denied address exactly when one exists, and that it is the first.
+func TestDeniedIn(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for range 300 {
+		a := MustNew(Spec{Default: Action(r.IntN(2)), Rules: smallRules(r, r.IntN(20))})
+		for range 10 {
+			var p netip.Prefix
+			if r.IntN(2) == 0 {
+				p = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(r.IntN(256))}), 24+r.IntN(9)).Masked()
+			} else {
+				b := netip.MustParseAddr("2001:db8::").As16()
+				b[15] = byte(r.IntN(256))
+				p = netip.PrefixFrom(netip.AddrFrom16(b), 120+r.IntN(9)).Masked()
+			}
+			var first netip.Addr
+			for x := p.Addr(); p.Contains(x); x = x.Next() {
+				if !a.Decide(x).Allowed() {
+					first = x
+					break
+				}
+			}
+			at, d, denied := a.DeniedIn(p)
+			if denied != first.IsValid() || denied && (at != first || d != a.Decide(first)) {
+				t.Fatalf("%v: DeniedIn = %v %v %v, brute force first denied %v", p, at, d, denied, first)
+			}
+		}
+	}
+}

@@ -175,6 +175,11 @@ type Service struct {
 	// The ban layer.
 	NeverBan []netip.Prefix // never_ban: guarded addresses, added to the file's
 	BanAfter *BanAfter      // ban_after: automatic bans; nil: none
+
+	// Guard (guard.keep_allowed): addresses a reload must leave allowed; a reload whose ACL
+	// would deny any of them is refused (the lockout guard). GuardLine is where it was written.
+	Guard     []netip.Prefix
+	GuardLine int
 }
 
 // Kernel filter modes of a service (kernel_filter).
@@ -526,6 +531,16 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 			s.NeverBan = prefixes(path, v, errs)
 		case "ban_after":
 			s.BanAfter = banAfter(path, v, errs)
+		case "guard":
+			s.GuardLine = v.Line
+			conf.Mapping(path, v, errs, func(key string, k, v *yaml.Node) {
+				switch key {
+				case "keep_allowed":
+					s.Guard = prefixes(path, v, errs)
+				default:
+					conf.Unknown(errs, path, k, "keep_allowed in guard")
+				}
+			})
 		case "per_source_prefix":
 			prefixLine = v.Line
 			conf.Mapping(path, v, errs, func(key string, k, v *yaml.Node) {

@@ -163,7 +163,10 @@ func (s *Server) Reload() error { return s.ReloadContext(context.Background()) }
 
 // ReloadContext is Reload, cancelled by ctx: a load still reading files when ctx is done stops,
 // changes nothing and returns ctx's error.
-func (s *Server) ReloadContext(ctx context.Context) error {
+func (s *Server) ReloadContext(ctx context.Context) error { return s.reload(ctx, false) }
+
+// reload is ReloadContext; force skips the lockout guard (ReloadForce).
+func (s *Server) reload(ctx context.Context, force bool) error {
 	// One reload at a time, load to apply: SIGHUP and the file watcher may both call Reload, and
 	// an older file must never be applied after a newer one.
 	s.reloading.Lock()
@@ -188,6 +191,9 @@ func (s *Server) ReloadContext(ctx context.Context) error {
 	}
 	if err == nil {
 		err = unbuilt(cfg)
+	}
+	if err == nil && !force {
+		err = checkGuards(cfg)
 	}
 	if err == nil {
 		err = s.apply(cfg)
