@@ -81,7 +81,6 @@ admin:
 `, up, freePort(t), freePort(t)))
 	p := startServe(t, cfg, "-watch", "0")
 	addrs := map[string]string{}
-	// dead listens on a port of its own: two services listening on "127.0.0.1:0" get one listener.
 	for range 3 {
 		m := p.waitLog(`msg=listening service=(\S+) addr=(\S+)`)
 		addrs[m[1]] = m[2]

@@ -62,13 +62,13 @@ type effectiveFilter struct {
 // s.mu is held.
 func (s *Server) kernelFilters() map[string][]effectiveFilter {
 	out := map[string][]effectiveFilter{}
-	for addr, p := range s.ports {
+	for _, p := range s.ports {
 		svc := p.svc.Load()
 		if svc == nil {
 			continue
 		}
 		st := p.ln.filterState()
-		e := effectiveFilter{Listen: addr, Backend: st.Backend}
+		e := effectiveFilter{Listen: p.addr, Backend: st.Backend}
 		if e.Backend == "" {
 			e.Backend = "none"
 		}

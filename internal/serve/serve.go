@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -249,22 +250,23 @@ func (s *Server) apply(cfg *config.File) error {
 				svc.ab = newAutoBan(c, s.banner.add)
 			}
 		}
-		for _, a := range c.Listen {
-			want[a] = svc
+		for i, a := range c.Listen {
+			want[portKey(c.Name, a, i)] = svc
 		}
 	}
-	for addr, svc := range want {
+	for key, svc := range want {
 		if svc.KernelFilter != config.FilterOff && svc.KernelFilter != config.FilterAuto {
-			if err := filterFits(addr, svc); err != nil {
+			if err := filterFits(addrOf(key), svc); err != nil {
 				return filterError(cfg, svc, err)
 			}
 		}
 	}
 	opened := map[string]*port{}
-	for addr, svc := range want {
-		if _, ok := s.ports[addr]; ok {
+	for key, svc := range want {
+		if _, ok := s.ports[key]; ok {
 			continue
 		}
+		addr := addrOf(key)
 		ln, ok, err := s.act.take(addr, s.log) // a socket systemd passed, or else a new one
 		if !ok && err == nil {
 			ln, err = listen(addr)
@@ -293,10 +295,10 @@ func (s *Server) apply(cfg *config.File) error {
 			}
 			return fmt.Errorf("service %s: %w", svc.Name, err)
 		}
-		opened[addr] = &port{addr: addr, ln: g, done: make(chan struct{})}
+		opened[key] = &port{addr: addr, ln: g, done: make(chan struct{})}
 	}
-	for addr, p := range s.ports {
-		if svc, ok := want[addr]; ok {
+	for key, p := range s.ports {
+		if svc, ok := want[key]; ok {
 			if err := p.ln.Configure(svc); err != nil {
 				// The ACL fitted (checked above) but the kernel refused it: the gate still judges.
 				s.log.Error("kernel filter lost on reload; the gate alone judges", "err", err)
@@ -305,12 +307,12 @@ func (s *Server) apply(cfg *config.File) error {
 		} else {
 			close(p.done)
 			p.ln.Close()
-			delete(s.ports, addr)
+			delete(s.ports, key)
 		}
 	}
-	for addr, p := range opened {
-		p.svc.Store(want[addr])
-		s.ports[addr] = p
+	for key, p := range opened {
+		p.svc.Store(want[key])
+		s.ports[key] = p
 		if s.cfg != nil { // running: start serving now; at startup Serve starts them all
 			s.startAccepting(p)
 		}
@@ -336,6 +338,22 @@ func (s *Server) apply(cfg *config.File) error {
 // config through ReloadContext, one reload at a time as for SIGHUP.
 func (s *Server) RefreshSources(ctx context.Context, tick time.Duration) {
 	s.src.Run(ctx, tick, s.ReloadContext)
+}
+
+// portKey is the key of a listen entry in Server.ports: its address, which a reload that keeps
+// it finds again; but a TCP entry on port 0 (a port the kernel picks) is one listener per entry,
+// so two such entries, in one service or two, do not share a listener.
+func portKey(service, addr string, i int) string {
+	if _, port, err := net.SplitHostPort(addr); err == nil && port == "0" && !strings.HasPrefix(addr, "unix:") {
+		return addr + "\x00" + service + "\x00" + strconv.Itoa(i)
+	}
+	return addr
+}
+
+// addrOf returns the listen address of a portKey.
+func addrOf(key string) string {
+	addr, _, _ := strings.Cut(key, "\x00")
+	return addr
 }
 
 // filterError places a kernel_filter failure at the line of the config that asked for it.

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -73,6 +74,38 @@ func TestListenFDs(t *testing.T) {
 			if fds[i] != tc.want[i] || names[i] != tc.wantNames[i] {
 				t.Errorf("%+v: %v %q", tc, fds, names)
 			}
+		}
+	}
+}
+
+// TestPortZeroPerEntry: two listen entries on port 0 (the kernel picks), in two services or in
+// one, get a listener each, kept across a reload. They used to share one listener, keyed by the
+// address as written, and one service listened nowhere.
+func TestPortZeroPerEntry(t *testing.T) {
+	h := newRecorder()
+	s := startLogged(t, "acls:\n  lo: {default: deny, allow: [127.0.0.1]}\nservices:\n"+
+		"  - name: a\n    listen: [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n    acl: lo\n    exec: [/bin/echo, a]\n"+
+		"  - name: b\n    listen: [\"127.0.0.1:0\"]\n    acl: lo\n    exec: [/bin/echo, b]\n", h)
+	for round := range 2 {
+		addrs := s.Addrs()
+		if len(addrs["a"]) != 2 || len(addrs["b"]) != 1 {
+			t.Fatalf("round %d: listeners %v; want 2 for a, 1 for b", round, addrs)
+		}
+		for name, as := range addrs {
+			for _, a := range as {
+				c, err := dialFrom("127.0.0.1", a.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(c)
+				c.Close()
+				if string(b) != name+"\n" {
+					t.Errorf("round %d: %s of %s answered %q", round, a, name, b)
+				}
+			}
+		}
+		if err := s.Reload(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
