@@ -101,19 +101,26 @@ func (l *Listener) recheck(j *judged) (any, bool) {
 			ev.Decision = acl.Decision{Action: acl.Deny}
 		}
 	}
-	if ev.Ban == nil {
-		if p == j.pol {
-			return p.opts.Tag, true
-		}
+	switch {
+	case ev.Ban != nil:
+	case p == j.pol:
+		return p.opts.Tag, true
+	case ev.Proxied && !p.opts.Proxy.trusts(ev.Direct.AddrPort.Addr()):
+		ev.Err = errProxyDistrusted // as in judge: the client was named by a proxy no longer trusted
+		ev.Decision = acl.Decision{Action: acl.Deny}
+	default:
 		ev.Decision = ev.Peer.Decide(p.acl)
 	}
 	opts := &p.opts
-	if ev.Decision.Allowed() || opts.DryRun {
+	if ev.Err == nil && (ev.Decision.Allowed() || opts.DryRun) {
 		return opts.Tag, true
 	}
-	if ev.Ban != nil {
+	switch {
+	case ev.Err != nil:
+		l.errors.Add(1)
+	case ev.Ban != nil:
 		l.banned.Add(1)
-	} else {
+	default:
 		l.denied.Add(1)
 	}
 	ev.HandedOn = false

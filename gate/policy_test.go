@@ -339,3 +339,60 @@ func TestRecheckWhileWaiting(t *testing.T) {
 		})
 	}
 }
+
+// TestRecheckProxyDistrusted: a connection whose client a trusted proxy named, judged allowed and
+// waiting for Accept, is denied when Accept takes it if the policy of now no longer trusts that
+// proxy, as it is when the header is read under such a policy.
+func TestRecheckProxyDistrusted(t *testing.T) {
+	a := mustACL(t, acl.Deny, acl.Deny, "allow 192.0.2.0/24", "allow 127.0.0.3/32")
+	trusted := &ProxyOptions{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
+	events := make(chan Event, 8)
+	g := NewListener(listen(t, "tcp", "127.0.0.1:0"), a, Options{Proxy: trusted, OnDecision: func(ev Event) { events <- ev }})
+	defer g.Close()
+	decided := func() Event {
+		t.Helper()
+		select {
+		case ev := <-events:
+			return ev
+		case <-time.After(10 * time.Second):
+			t.Fatal("no decision")
+		}
+		return Event{}
+	}
+	first := make(chan net.Conn, 1)
+	go func() {
+		c, _ := g.Accept()
+		first <- c
+	}()
+	c0 := dialFrom(t, "127.0.0.1", g.Addr().String())
+	defer c0.Close()
+	io.WriteString(c0, "PROXY TCP4 192.0.2.1 127.0.0.1 1234 80\r\n")
+	decided()
+	if c := <-first; c != nil {
+		c.Close()
+	}
+	c1 := dialFrom(t, "127.0.0.1", g.Addr().String())
+	defer c1.Close()
+	io.WriteString(c1, "PROXY TCP4 192.0.2.7 127.0.0.1 1234 80\r\n")
+	if ev := decided(); !ev.HandedOn || !ev.Proxied {
+		t.Fatalf("192.0.2.7 through the proxy: %+v", ev)
+	}
+	g.SetPolicy(a, Options{OnDecision: func(ev Event) { events <- ev }}) // no proxy trusted now
+	c2 := dialFrom(t, "127.0.0.3", g.Addr().String())
+	defer c2.Close()
+	c, err := g.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.RemoteAddr().String(); !strings.HasPrefix(got, "127.0.0.3:") {
+		t.Errorf("Accept returned %s's connection, want 127.0.0.3's", got)
+	}
+	ev := decided() // 127.0.0.3's, and 192.0.2.7's again, in either order
+	if ev.Peer.AddrPort.Addr().String() != "192.0.2.7" {
+		ev = decided()
+	}
+	if ev.HandedOn || !errors.Is(ev.Err, ErrProxyHeader) || ev.Peer.AddrPort.Addr().String() != "192.0.2.7" {
+		t.Errorf("192.0.2.7 judged again: %+v; want denied, ErrProxyHeader", ev)
+	}
+}
