@@ -224,3 +224,6 @@ start_proxies flood1m 9500 kf
 flood_rounds flood1m 9500 1m peergate:1 haproxy:2 peergate-kfilter:4
 stop_proxies
 fi
+
+# The pictures in BENCHMARKS.md, from the results above.
+python3 "$(dirname "$0")/plots.py"
