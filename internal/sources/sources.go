@@ -277,10 +277,10 @@ func (m *Manager) fetchLocked(ctx context.Context, e *entry) (bool, error) {
 	now := time.Now()
 	if notModified || (e.good && meta.SHA256 == e.meta.SHA256) {
 		e.meta.Checked = now
-		if meta.ETag != "" {
+		if meta.ETag != "" && (meta.ETag != e.meta.ETag || meta.LastModified != e.meta.LastModified) {
 			e.meta.ETag, e.meta.LastModified = meta.ETag, meta.LastModified
+			m.saveMeta(e) // else nothing to keep: a restart asks again, conditionally
 		}
-		m.saveMeta(e)
 		m.lastOK.WithLabelValues(name).Set(float64(now.Unix()))
 		m.fetches.WithLabelValues(name, "unchanged").Inc()
 		return false, nil

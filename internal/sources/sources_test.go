@@ -43,7 +43,7 @@ func (f *feed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if started != nil {
 		close(started)
 	}
-	etag := fmt.Sprintf("%q", fmt.Sprint(len(body), strings.Count(body, "\n"), body[:min(len(body), 20)]))
+	etag := fmt.Sprintf("%q", fmt.Sprint(len(body), body[:min(len(body), 20)], body[max(0, len(body)-20):]))
 	if status == 0 && r.Header.Get("If-None-Match") == etag {
 		f.cond.Add(1)
 		w.WriteHeader(http.StatusNotModified)
@@ -78,12 +78,12 @@ func (f *feed) set(fn func(f *feed)) { f.mu.Lock(); fn(f); f.mu.Unlock() }
 func list(n int) string {
 	var b strings.Builder
 	for i := range n {
-		fmt.Fprintf(&b, "10.%d.%d.0/24 ; SBL%d\n", i/256, i%256, i)
+		fmt.Fprintf(&b, "%d.%d.%d.0/24 ; SBL%d\n", 10+i>>16, i>>8&255, i&255, i)
 	}
 	return b.String()
 }
 
-func newFeed(t *testing.T, body string) (*feed, *httptest.Server) {
+func newFeed(t testing.TB, body string) (*feed, *httptest.Server) {
 	f := &feed{body: body}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
