@@ -209,17 +209,22 @@ func TestServeCrowdSec(t *testing.T) {
 // and denies it too.
 func TestServeCrowdSecReport(t *testing.T) {
 	l := startLAPI(t, "gatea:gateapassword1")
-	key := strings.TrimSpace(l.cscli("bouncers", "add", "peergate", "-o", "raw"))
+	// One bouncer key per gate: the LAPI keeps the stream's position per key, so two gates on one
+	// key would split the deltas between them.
+	key := strings.TrimSpace(l.cscli("bouncers", "add", "peergate-a", "-o", "raw"))
+	keyB := strings.TrimSpace(l.cscli("bouncers", "add", "peergate-b", "-o", "raw"))
 	dir := t.TempDir()
 	creds, _ := os.ReadFile(filepath.Join(l.dir, "gatea.yaml"))
 	writeFile(t, dir, "machine.yaml", string(creds))
 	writeFile(t, dir, "token", "s3cret\n")
 	writeFile(t, dir, "key", key+"\n")
+	writeFile(t, dir, "keyb", keyB+"\n")
 	up, _ := echoUpstream(t)
 	cs := "crowdsec: {url: \"" + l.url + "\", api_key_file: key, interval: 1s%s}\n"
 	a := strings.Replace(fmt.Sprintf(bansConfig, up, fmt.Sprintf(cs, ", report: true, credentials_file: machine.yaml")),
 		"    upstream: "+up+"\n", "    upstream: "+up+"\n    ban_after: {denials: 3, within: 1m, for: 1h}\n", 1)
-	b := strings.Replace(fmt.Sprintf(bansConfig, up, fmt.Sprintf(cs, "")), "deny: [127.0.0.3]", "deny: []", 1)
+	b := strings.Replace(fmt.Sprintf(bansConfig, up, strings.Replace(fmt.Sprintf(cs, ""), "api_key_file: key", "api_key_file: keyb", 1)),
+		"deny: [127.0.0.3]", "deny: []", 1)
 	pa := startServe(t, writeFile(t, dir, "a.yaml", a), "-watch", "0")
 	pb := startServe(t, writeFile(t, dir, "b.yaml", b), "-watch", "0")
 	addrA, addrB := pa.addr("echo"), pb.addr("echo")
