@@ -24,6 +24,8 @@
 //	    every address range whose verdict changes between two ACLs, as prefixes, with the deciding rule on each side
 //	peergate convert -daemon NAME [-o FILE] HOSTS.ALLOW HOSTS.DENY
 //	    TCP Wrappers' rules for one daemon as an ACL file
+//	peergate reload -admin ADDR [-force]
+//	    reload a running serve through its admin API, refused if it would lock out a guarded address or this client
 //	peergate version
 //	    the module version, VCS revision and time, and Go version of this binary
 //	peergate help [-man DIR] [COMMAND]

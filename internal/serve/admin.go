@@ -42,6 +42,7 @@ func (s *Server) newAdmin(c *config.Admin) (*admin, error) {
 	mux.HandleFunc("GET /explain", s.explain)
 	mux.HandleFunc("GET /rules", s.getRules)
 	mux.HandleFunc("POST /whatif", s.postWhatIf)
+	mux.HandleFunc("POST /reload", s.postReload)
 	a := &admin{addr: c.Listen, ln: g, token: c.Token}
 	a.srv = &http.Server{Handler: s.withToken(a, mux), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	return a, nil

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -164,10 +165,11 @@ func (s *Server) Reload() error { return s.ReloadContext(context.Background()) }
 
 // ReloadContext is Reload, cancelled by ctx: a load still reading files when ctx is done stops,
 // changes nothing and returns ctx's error.
-func (s *Server) ReloadContext(ctx context.Context) error { return s.reload(ctx, false) }
+func (s *Server) ReloadContext(ctx context.Context) error { return s.reload(ctx, false, netip.Addr{}) }
 
-// reload is ReloadContext; force skips the lockout guard (ReloadForce).
-func (s *Server) reload(ctx context.Context, force bool) error {
+// reload is ReloadContext; force skips the lockout guard (ReloadForce), and a valid keep is an
+// address the new config must still let in where the running one does (the admin API's own peer).
+func (s *Server) reload(ctx context.Context, force bool, keep netip.Addr) error {
 	// One reload at a time, load to apply: SIGHUP and the file watcher may both call Reload, and
 	// an older file must never be applied after a newer one.
 	s.reloading.Lock()
@@ -195,6 +197,12 @@ func (s *Server) reload(ctx context.Context, force bool) error {
 	}
 	if err == nil && !force {
 		err = checkGuards(cfg)
+	}
+	if err == nil && !force && keep.IsValid() {
+		s.mu.Lock()
+		old := s.cfg
+		s.mu.Unlock()
+		err = checkKeep(old, cfg, keep)
 	}
 	if err == nil {
 		err = s.apply(cfg)
