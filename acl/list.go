@@ -37,7 +37,7 @@ func parseList(name string, r io.Reader, act Action, hint int) ([]Rule, error) {
 		if !ok {
 			s := string(b)
 			var err error
-			if bytes.IndexAny(b, " \t") >= 0 {
+			if bytes.ContainsAny(b, " \t") {
 				err = fmt.Errorf("%w: one address or prefix per line", ErrSyntax)
 			} else if p, err = ParsePrefix(s); err == nil {
 				rules = append(rules, Rule{Prefix: p, Action: act, Origin: Origin{name, line}})

@@ -137,7 +137,7 @@ func TestNoLeaks(t *testing.T) {
 				return
 			}
 			if proxy {
-				if _, err := io.WriteString(c, "hello"); err == nil {
+				if _, err = io.WriteString(c, "hello"); err == nil {
 					_, err = io.ReadFull(c, buf)
 				}
 				if err != nil || string(buf) != "hello" {
