@@ -167,7 +167,7 @@ func (l *Listener) pump() {
 		proxy, ok := l.readsHeader(c)
 		switch {
 		case !ok: // nothing to wait for: judge here and save a goroutine's hand-off
-			l.judgeAndDeliver(c, nil, nil)
+			l.judgeAndDeliver(c, nil, errNoRead)
 			if err := unreachable(c); err != nil {
 				select { // as a passing error: this connection is closed, the next may do
 				case a.errs <- err:
@@ -185,6 +185,11 @@ func (l *Listener) pump() {
 		}
 	}
 }
+
+// errNoRead, as judge's refuse, judges a connection where no PROXY header may be read (the
+// accepting goroutine): one whose header the policy would read, which a policy set since the
+// caller looked may ask for, is denied at once with ErrProxyBusy, as when too many are read.
+var errNoRead = errors.New("no header read here")
 
 // yieldAndRetry lets the goroutines reading headers run once before a connection is refused for
 // want of a read slot: a burst of connections from a proxy whose headers are all there must not be

@@ -190,11 +190,14 @@ func (l *Listener) AcceptTag() (net.Conn, any, error) {
 		return l.acceptAsync()
 	}
 	for {
+		if l.policy.Load().opts.Proxy != nil { // set while this call judged: read headers off this path
+			return l.acceptAsync()
+		}
 		c, err := l.Listener.Accept()
 		if err != nil {
 			return nil, nil, err
 		}
-		if out, tag, ok := l.judge(c, nil); ok {
+		if out, tag, ok := l.judge(c, errNoRead); ok {
 			return out, tag, nil
 		}
 		if err := unreachable(c); err != nil {
@@ -214,7 +217,7 @@ func unreachable(c net.Conn) error {
 // judge decides c, counts and reports the decision, and closes c unless it is to be handed on.
 // It returns the connection to hand on (c, or a *Conn around it) and the Tag of the policy that
 // decided it. A non-nil refuse denies c with that error once its direct peer is known, reading
-// nothing.
+// nothing; errNoRead only a peer whose PROXY header the policy would read (see errNoRead).
 func (l *Listener) judge(c net.Conn, refuse error) (net.Conn, any, bool) {
 	out, p, _, ok := l.judgePolicy(c, refuse)
 	if !ok {
@@ -230,9 +233,14 @@ func (l *Listener) judgePolicy(c net.Conn, refuse error) (net.Conn, *policy, Eve
 	ev.Peer, ev.Err = PeerOf(c)
 	ev.Direct = ev.Peer
 	var wrapped *Conn
-	if ev.Err == nil && refuse != nil {
+	switch {
+	case ev.Err != nil:
+	case refuse != nil && refuse != errNoRead:
 		ev.Err = refuse
-	} else if ev.Err == nil && p.opts.Proxy != nil {
+	case p.opts.Proxy == nil:
+	case refuse == errNoRead && !ev.Peer.Unix && p.opts.Proxy.trusts(ev.Peer.AddrPort.Addr()):
+		ev.Err = ErrProxyBusy
+	default:
 		wrapped, ev.Err = p.opts.Proxy.read(c, &ev)
 		p = l.policy.Load() // the read may have taken seconds: judge by the policy of now
 		if ev.Err == nil && wrapped != nil && !p.opts.Proxy.trusts(ev.Direct.AddrPort.Addr()) {

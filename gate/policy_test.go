@@ -396,3 +396,54 @@ func TestRecheckProxyDistrusted(t *testing.T) {
 		t.Errorf("192.0.2.7 judged again: %+v; want denied, ErrProxyHeader", ev)
 	}
 }
+
+// TestNoHeaderReadInAccept: a policy that reads PROXY headers, set while Accept waits on the path
+// that reads none, does not make Accept read a header itself (a trusted proxy slow to send it
+// held up every other peer for up to the header timeout, and every later connection the same
+// Accept call judged): the connection is denied at once, as when too many headers are being
+// read (ErrProxyBusy), and Accept goes on to the path that reads headers off the accept path.
+func TestNoHeaderReadInAccept(t *testing.T) {
+	a := mustACL(t, acl.Deny, acl.Deny, "allow 127.0.0.2/32", "allow 192.0.2.0/24")
+	events := make(chan Event, 8)
+	opts := Options{OnDecision: func(ev Event) { events <- ev }}
+	g := NewListener(listen(t, "tcp", "127.0.0.1:0"), a, opts)
+	defer g.Close()
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan accepted, 1)
+	go func() {
+		c, err := g.Accept()
+		ch <- accepted{c, err}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 1<<20)
+	for !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "net.(*TCPListener).Accept(") {
+		if time.Now().After(deadline) {
+			t.Fatal("Accept never waited on the inner listener")
+		}
+		runtime.Gosched()
+	}
+	opts.Proxy = &ProxyOptions{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Timeout: time.Minute}
+	g.SetPolicy(a, opts)
+	slow := dialFrom(t, "127.0.0.1", g.Addr().String()) // a trusted proxy that sends nothing
+	defer slow.Close()
+	c := dialFrom(t, "127.0.0.2", g.Addr().String())
+	defer c.Close()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		defer r.c.Close()
+		if got := r.c.RemoteAddr().String(); !strings.HasPrefix(got, "127.0.0.2:") {
+			t.Errorf("Accept returned %s's connection, want 127.0.0.2's", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Accept held up behind the header of a slow proxy")
+	}
+	if ev := <-events; !errors.Is(ev.Err, ErrProxyBusy) || ev.HandedOn {
+		t.Errorf("the slow proxy's connection: %+v; want denied with ErrProxyBusy", ev)
+	}
+}
