@@ -3,6 +3,7 @@ package serve
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate/bans"
+	"github.com/peergate/peergate/internal/conf"
 )
 
 // The state file keeps the bans of origin api and auto across restarts and crashes (CrowdSec's
@@ -155,7 +157,8 @@ func readState(dir string, log interface{ Error(string, ...any) }, setAside bool
 	cur := filepath.Join(dir, stateName)
 	var firstErr error
 	for _, p := range []string{cur, cur + ".prev"} {
-		data, err := os.ReadFile(p)
+		// Through the loaders' reader: a FIFO or device put there cannot hang or exhaust startup.
+		data, _, err := conf.ReadFile(context.Background(), p, 0)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,5 +78,30 @@ func TestWriteStateKeepsPrevious(t *testing.T) {
 	prev, _ := os.ReadFile(f + ".prev")
 	if string(cur) != "two" || string(prev) != "one" {
 		t.Errorf("current %q, previous %q", cur, prev)
+	}
+}
+
+// TestStateSpecialFile: a FIFO where the state file should be is refused at once (it hung the
+// start, read with os.ReadFile), and the previous copy is used.
+func TestStateSpecialFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, stateName), 0o600); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	prev := encodeState([]bans.Ban{{Prefix: netip.MustParsePrefix("192.0.2.7/32"), Origin: "api", Created: time.Unix(1, 0)}})
+	if err := os.WriteFile(filepath.Join(dir, stateName+".prev"), prev, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var list []bans.Ban
+	var err error
+	go func() { list, err = ReadBans(dir); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadBans hung on a FIFO")
+	}
+	if err != nil || len(list) != 1 {
+		t.Fatalf("ReadBans = %v, %v; want the previous copy's ban", list, err)
 	}
 }
