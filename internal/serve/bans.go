@@ -320,26 +320,32 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a = a.WithZone("").Unmap()
-	s.mu.Lock()
-	cfg := s.cfg
-	s.mu.Unlock()
-	name := r.URL.Query().Get("service")
-	var svc *config.Service
-	for _, c := range cfg.Services {
-		if c.Name == name || name == "" && len(cfg.Services) == 1 {
-			svc = c
-		}
-	}
+	svc := s.requestedService(w, r)
 	if svc == nil {
-		names := make([]string, len(cfg.Services))
-		for i, c := range cfg.Services {
-			names[i] = c.Name
-		}
-		jsonError(w, http.StatusBadRequest, fmt.Errorf("service %q: want one of %s", name, strings.Join(names, ", ")))
 		return
 	}
 	e := explain(s.bans, svc, a)
 	writeJSON(w, http.StatusOK, e)
+}
+
+// requestedService returns the running service named by the request's "service" parameter (which
+// may be left out when there is one service), or nil after answering 400 with the names there are.
+func (s *Server) requestedService(w http.ResponseWriter, r *http.Request) *config.Service {
+	s.mu.Lock()
+	cfg := s.cfg
+	s.mu.Unlock()
+	name := r.URL.Query().Get("service")
+	for _, c := range cfg.Services {
+		if c.Name == name || name == "" && len(cfg.Services) == 1 {
+			return c
+		}
+	}
+	names := make([]string, len(cfg.Services))
+	for i, c := range cfg.Services {
+		names[i] = c.Name
+	}
+	jsonError(w, http.StatusBadRequest, fmt.Errorf("service %q: want one of %s", name, strings.Join(names, ", ")))
+	return nil
 }
 
 // explain decides a as svc's gate would, naming the layer and the ban or rule.

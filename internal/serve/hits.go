@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -183,22 +182,8 @@ func (s *Server) getRules(w http.ResponseWriter, r *http.Request) {
 		}
 		n = v
 	}
-	s.mu.Lock()
-	cfg := s.cfg
-	s.mu.Unlock()
-	name := r.URL.Query().Get("service")
-	var svc *config.Service
-	for _, c := range cfg.Services {
-		if c.Name == name || name == "" && len(cfg.Services) == 1 {
-			svc = c
-		}
-	}
+	svc := s.requestedService(w, r)
 	if svc == nil {
-		names := make([]string, len(cfg.Services))
-		for i, c := range cfg.Services {
-			names[i] = c.Name
-		}
-		jsonError(w, http.StatusBadRequest, fmt.Errorf("service %q: want one of %s", name, strings.Join(names, ", ")))
 		return
 	}
 	writeJSON(w, http.StatusOK, s.m.hitsOf(svc.Name).snapshot(n, svc))
