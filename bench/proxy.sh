@@ -5,9 +5,11 @@
 # round so that ratios hold on a noisy machine. All traffic is on 127.0.0.0/8.
 #
 #   bash bench/proxy.sh [rounds] [seconds-per-run]
-#   SCENARIOS="flood1m" bash bench/proxy.sh 3 5    # only some: connect bulk flood scale flood1m
+#   SCENARIOS="flood1m" bash bench/proxy.sh 3 5    # only some: connect unpinned bulk flood scale flood1m
 #
-# Scenarios: connect rate with a 10-rule allow list and with a 100k-prefix blocklist; bulk transfer
+# Scenarios: connect rate with a 10-rule allow list and with a 100k-prefix blocklist; the same
+# 10-rule connect run unpinned, as a user runs each proxy by default on this box (peergate's default
+# GOMAXPROCS, HAProxy nbthread 2, nginx worker_processes 2, nothing pinned); bulk transfer
 # of 1 GiB with CPU seconds per GiB; allowed latency under a flood of denied connects (peergate);
 # start-up time and memory with a 1M-prefix blocklist; and the denied flood again with the 1M-prefix
 # blocklist (flood1m: peergate's gate alone, peergate with the eBPF kernel filter, HAProxy).
@@ -16,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
 secs=${2:-5}
-scenarios=${SCENARIOS:-connect bulk flood scale flood1m}
+scenarios=${SCENARIOS:-connect unpinned bulk flood scale flood1m}
 want() { [[ " $scenarios " == *" $1 "* ]]; }
 out=${OUT:-bench/results/proxy.txt}
 work=$(mktemp -d /tmp/pgbench.XXXXXX)
@@ -39,6 +41,7 @@ echo "# $(nproc) cores; $(haproxy -v | head -1); $(nginx -v 2>&1); $(go version)
 pin_proxy="taskset -c 1"
 pin_load="taskset -c 0"
 [ "$(nproc)" -ge 2 ] || { pin_proxy=""; pin_load=""; }
+gmp="env GOMAXPROCS=1"
 
 wait_port() { # addr: wait until something accepts there (bounded)
   for _ in $(seq 600); do
@@ -108,12 +111,12 @@ H
 
 start_proxies() { # name base [kf]: start all three (and peergate with kernel_filter), wait until ready
   local name=$1 base=$2 kf=${3:-}
-  GOMAXPROCS=1 $pin_proxy "$work/peergate" serve -config "$work/$name.peergate.yaml" -watch 0 2>/dev/null & pids+=($!); PG=$!
+  $gmp $pin_proxy "$work/peergate" serve -config "$work/$name.peergate.yaml" -watch 0 2>/dev/null & pids+=($!); PG=$!
   $pin_proxy haproxy -f "$work/$name.haproxy.cfg" -db 2>/dev/null & pids+=($!); HA=$!
   $pin_proxy nginx -c "$work/$name.nginx.conf" -e stderr 2>/dev/null & pids+=($!); NG=$!
   local ports="1 2 3"; KF=
   if [ -n "$kf" ]; then
-    GOMAXPROCS=1 $pin_proxy "$work/peergate" serve -config "$work/$name.peergate-kf.yaml" -watch 0 2>/dev/null & pids+=($!); KF=$!
+    $gmp $pin_proxy "$work/peergate" serve -config "$work/$name.peergate-kf.yaml" -watch 0 2>/dev/null & pids+=($!); KF=$!
     ports="1 2 3 4"
   fi
   for p in $ports; do wait_port 127.0.0.1:$((base+p)); done
@@ -140,7 +143,7 @@ connect_rounds() { # name base
   for r in $(seq "$rounds"); do
     for t in peergate:1 haproxy:2 nginx:3; do
       measure "${t%:*}" $pin_load "$work/pgbench" load -mode connect -target 127.0.0.1:$((base+${t#*:})) -c 16 -d "${secs}s" \
-        -src 127.0.0.1,127.0.0.4,127.0.0.5,127.0.0.6 -label "$name/${t%:*}/round$r"
+        -src 127.0.0.1,127.0.0.4,127.0.0.5,127.0.0.6 -label "${label:-$name}/${t%:*}/round$r"
     done
   done
 }
@@ -149,6 +152,16 @@ if want connect; then
 echo "## connect: 10-rule allow list (default deny)"
 write_configs acl10 deny allow "$work/allow10.lst" 9100
 start_proxies acl10 9100; connect_rounds acl10 9100; stop_proxies
+fi
+
+if want unpinned; then
+echo "## unpinned: 10-rule allow list, each proxy with its default placement on $(nproc) cores: peergate"
+echo "## with Go's default GOMAXPROCS, HAProxy nbthread $(nproc), nginx worker_processes $(nproc); nothing pinned"
+write_configs unpinned deny allow "$work/allow10.lst" 9600
+sed -i "s/nbthread 1/nbthread $(nproc)/" "$work/unpinned.haproxy.cfg"
+sed -i "s/worker_processes 1;/worker_processes $(nproc);/" "$work/unpinned.nginx.conf"
+( pin_proxy="" pin_load="" gmp=""
+  start_proxies unpinned 9600; label=unpinned connect_rounds unpinned 9600; stop_proxies )
 fi
 
 if want connect || want bulk; then
