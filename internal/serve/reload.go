@@ -94,10 +94,43 @@ func (s *Server) apply(cfg *config.File) error {
 	if s.closing {
 		return errors.New("server is shutting down")
 	}
-	want := map[string]*service{}
-	sems := map[string]chan struct{}{}
-	lims := map[string]*limit.Limiter{}
-	logLims := map[string]*logLimit{}
+	want, sems, lims, logLims := s.services(cfg)
+	for key, svc := range want {
+		if svc.KernelFilter != config.FilterOff && svc.KernelFilter != config.FilterAuto {
+			if err := filterFits(addrOf(key), svc); err != nil {
+				return filterError(cfg, svc, err)
+			}
+		}
+	}
+	opened, err := s.openPorts(cfg, want)
+	if err != nil {
+		return err
+	}
+	s.swapPorts(want, opened)
+	for _, c := range cfg.Services {
+		logLims[c.Name].setRate(c.LogRate)
+	}
+	s.applyBans(cfg)
+	s.autos = map[string]*autoBan{}
+	for _, svc := range want {
+		if svc.ab != nil {
+			s.autos[svc.Name] = svc.ab
+		}
+	}
+	s.cfg, s.sems, s.lims, s.logLims, s.sources, s.loaded = cfg, sems, lims, logLims, cfg.Sources, time.Now()
+	s.m.loaded(cfg)
+	s.src.Retain(cfg.Remotes)
+	return nil
+}
+
+// services builds the services of cfg, by portKey, with their max_conns slots, per-source
+// limiters and log_rate limiters by service name: those of the running config are kept where cfg
+// does not change them (a reload frees no slot, refills no bucket). It changes nothing in s.
+func (s *Server) services(cfg *config.File) (want map[string]*service, sems map[string]chan struct{}, lims map[string]*limit.Limiter, logLims map[string]*logLimit) {
+	want = map[string]*service{}
+	sems = map[string]chan struct{}{}
+	lims = map[string]*limit.Limiter{}
+	logLims = map[string]*logLimit{}
 	for _, c := range cfg.Services {
 		sem := s.sems[c.Name]
 		if c.MaxConns == 0 {
@@ -112,7 +145,7 @@ func (s *Server) apply(cfg *config.File) error {
 			ll = &logLimit{}
 			ll.setRate(c.LogRate)
 		}
-		logLims[c.Name] = ll // an existing one gets its new rate below, once nothing can fail
+		logLims[c.Name] = ll // an existing one gets its new rate in apply, once nothing can fail
 		svc := &service{c, sem, lims[c.Name], limitedLog(s.log, ll, c.Name), s.m.service(c.Name), s.bans, nil}
 		if c.BanAfter != nil {
 			if svc.ab = s.autos[c.Name]; svc.ab == nil || !svc.ab.same(c) {
@@ -123,53 +156,65 @@ func (s *Server) apply(cfg *config.File) error {
 			want[portKey(c.Name, a, i)] = svc
 		}
 	}
-	for key, svc := range want {
-		if svc.KernelFilter != config.FilterOff && svc.KernelFilter != config.FilterAuto {
-			if err := filterFits(addrOf(key), svc); err != nil {
-				return filterError(cfg, svc, err)
-			}
-		}
-	}
+	return want, sems, lims, logLims
+}
+
+// openPorts opens the listeners of want that s does not have yet, by portKey. On a failure it
+// closes those it opened and returns the error.
+func (s *Server) openPorts(cfg *config.File, want map[string]*service) (map[string]*port, error) {
 	opened := map[string]*port{}
 	for key, svc := range want {
 		if _, ok := s.ports[key]; ok {
 			continue
 		}
 		addr := addrOf(key)
-		ln, ok, err := s.act.take(addr, s.log) // a socket systemd passed, or else a new one
-		if !ok && err == nil {
-			ln, err = listen(addr)
-		}
-		if perm, set := svc.UnixPerms[addr]; set && err == nil {
-			if err = applyPerm(addr, perm); err != nil {
-				ln.Close()
-			}
-		}
-		var g gated
-		if err == nil && wrapListener != nil {
-			ln = wrapListener(ln)
-		}
-		if err == nil {
-			if g, err = newGate(ln, svc, s.log); err != nil {
-				ln.Close()
-				err = filterError(cfg, svc, err)
-			}
-		}
+		g, err := s.openPort(cfg, addr, svc)
 		if err != nil {
 			for _, p := range opened {
 				p.ln.Close()
 			}
 			if _, ok := err.(*conf.PosError); ok {
-				return err
+				return nil, err
 			}
-			return fmt.Errorf("service %s: %w", svc.Name, err)
+			return nil, fmt.Errorf("service %s: %w", svc.Name, err)
 		}
 		opened[key] = &port{addr: addr, ln: g, done: make(chan struct{})}
 	}
+	return opened, nil
+}
+
+// openPort opens the listener of addr for svc (a socket systemd passed, or else a new one), sets
+// its Unix socket permissions, and puts the gate in front of it.
+func (s *Server) openPort(cfg *config.File, addr string, svc *service) (gated, error) {
+	ln, ok, err := s.act.take(addr, s.log) // a socket systemd passed, or else a new one
+	if !ok && err == nil {
+		ln, err = listen(addr)
+	}
+	if perm, set := svc.UnixPerms[addr]; set && err == nil {
+		if err = applyPerm(addr, perm); err != nil {
+			ln.Close()
+		}
+	}
+	var g gated
+	if err == nil && wrapListener != nil {
+		ln = wrapListener(ln)
+	}
+	if err == nil {
+		if g, err = newGate(ln, svc, s.log); err != nil {
+			ln.Close()
+			err = filterError(cfg, svc, err)
+		}
+	}
+	return g, err
+}
+
+// swapPorts gives each kept port its new service, closes the ports want no longer has, and adds
+// the opened ones (accepting on them at once when the server is running).
+func (s *Server) swapPorts(want map[string]*service, opened map[string]*port) {
 	for key, p := range s.ports {
 		if svc, ok := want[key]; ok {
 			if err := p.ln.Configure(svc); err != nil {
-				// The ACL fitted (checked above) but the kernel refused it: the gate still judges.
+				// The ACL fitted (checked in apply) but the kernel refused it: the gate still judges.
 				s.log.Error("kernel filter lost on reload; the gate alone judges", "err", err)
 			}
 			p.svc.Store(svc)
@@ -186,20 +231,6 @@ func (s *Server) apply(cfg *config.File) error {
 			s.startAccepting(p)
 		}
 	}
-	for _, c := range cfg.Services {
-		logLims[c.Name].setRate(c.LogRate)
-	}
-	s.applyBans(cfg)
-	s.autos = map[string]*autoBan{}
-	for _, svc := range want {
-		if svc.ab != nil {
-			s.autos[svc.Name] = svc.ab
-		}
-	}
-	s.cfg, s.sems, s.lims, s.logLims, s.sources, s.loaded = cfg, sems, lims, logLims, cfg.Sources, time.Now()
-	s.m.loaded(cfg)
-	s.src.Retain(cfg.Remotes)
-	return nil
 }
 
 // RefreshSources refreshes the url includes of the running config on their timers (checking
