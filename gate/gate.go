@@ -228,65 +228,17 @@ func (l *Listener) judge(c net.Conn, refuse error) (net.Conn, any, bool) {
 
 // judgePolicy is judge that returns the policy that decided c and the Event reported.
 func (l *Listener) judgePolicy(c net.Conn, refuse error) (net.Conn, *policy, Event, bool) {
-	p := l.policy.Load()
 	ev := Event{Conn: c}
-	ev.Peer, ev.Err = PeerOf(c)
-	ev.Direct = ev.Peer
-	var wrapped *Conn
-	switch {
-	case ev.Err != nil:
-	case refuse != nil && refuse != errNoRead:
-		ev.Err = refuse
-	case p.opts.Proxy == nil:
-	case refuse == errNoRead && !ev.Peer.Unix && p.opts.Proxy.trusts(ev.Peer.AddrPort.Addr()):
-		ev.Err = ErrProxyBusy
-	default:
-		wrapped, ev.Err = p.opts.Proxy.read(c, &ev)
-		p = l.policy.Load() // the read may have taken seconds: judge by the policy of now
-		if ev.Err == nil && wrapped != nil && !p.opts.Proxy.trusts(ev.Direct.AddrPort.Addr()) {
-			ev.Err = errProxyDistrusted // a header read, from a proxy the policy of now does not trust
-		}
-	}
+	wrapped, p := l.peer(c, refuse, &ev)
 	a, opts := p.acl, &p.opts
 	if ev.Err == nil && a == nil {
 		ev.Err = ErrNoACL
 	}
-	switch {
-	case ev.Err != nil:
+	if ev.Err != nil {
 		l.errors.Add(1)
 		ev.Decision = acl.Decision{Action: acl.Deny}
-	default:
-		if opts.Bans != nil && !ev.Peer.Unix {
-			if b, ok := opts.Bans.Banned(ev.Peer.AddrPort.Addr().Unmap()); ok {
-				ev.Ban = &b // allocates, on the ban path only
-				ev.Decision = acl.Decision{Action: acl.Deny}
-			}
-		}
-		if ev.Ban == nil {
-			ev.Decision = ev.Peer.Decide(a)
-		}
-		var release func()
-		// Limits apply to every connection handed on, including those dry_run lets through.
-		if (ev.Decision.Allowed() || opts.DryRun) && opts.Limiter != nil && !ev.Peer.Unix {
-			release, ev.Limit = opts.Limiter.Admit(ev.Peer.AddrPort.Addr())
-		}
-		switch {
-		case ev.Limit != nil:
-			l.limited.Add(1)
-		case ev.Decision.Allowed():
-			l.allowed.Add(1)
-		case ev.Ban != nil:
-			l.banned.Add(1)
-		default:
-			l.denied.Add(1)
-		}
-		ev.HandedOn = ev.Limit == nil && (ev.Decision.Allowed() || opts.DryRun)
-		if release != nil {
-			if wrapped == nil {
-				wrapped = &Conn{Conn: c}
-			}
-			wrapped.release = release
-		}
+	} else {
+		wrapped = l.decide(c, wrapped, a, opts, &ev)
 	}
 	if opts.Logger != nil && (!ev.Decision.Allowed() || ev.Limit != nil) {
 		l.log(opts.Logger, &ev)
@@ -302,6 +254,69 @@ func (l *Listener) judgePolicy(c net.Conn, refuse error) (net.Conn, *policy, Eve
 		return wrapped, p, ev, true
 	}
 	return c, p, ev, true
+}
+
+// peer sets ev's Peer, Direct and Err for c under refuse (see judge), reading its PROXY header
+// where the policy asks for one. It returns the *Conn around c that a header read leaves (nil:
+// none) and the policy to judge c by: the one of now, after a read that may have taken seconds.
+func (l *Listener) peer(c net.Conn, refuse error, ev *Event) (*Conn, *policy) {
+	p := l.policy.Load()
+	ev.Peer, ev.Err = PeerOf(c)
+	ev.Direct = ev.Peer
+	var wrapped *Conn
+	switch {
+	case ev.Err != nil:
+	case refuse != nil && refuse != errNoRead:
+		ev.Err = refuse
+	case p.opts.Proxy == nil:
+	case refuse == errNoRead && !ev.Peer.Unix && p.opts.Proxy.trusts(ev.Peer.AddrPort.Addr()):
+		ev.Err = ErrProxyBusy
+	default:
+		wrapped, ev.Err = p.opts.Proxy.read(c, ev)
+		p = l.policy.Load() // the read may have taken seconds: judge by the policy of now
+		if ev.Err == nil && wrapped != nil && !p.opts.Proxy.trusts(ev.Direct.AddrPort.Addr()) {
+			ev.Err = errProxyDistrusted // a header read, from a proxy the policy of now does not trust
+		}
+	}
+	return wrapped, p
+}
+
+// decide judges ev's peer, known without error, by the ban layer, then a, then opts' per-source
+// limits; counts the outcome; and sets ev's Decision, Ban, Limit and HandedOn. It returns the
+// *Conn to hand on in place of c (wrapped, or a new one holding a per-source slot), or nil for c.
+func (l *Listener) decide(c net.Conn, wrapped *Conn, a *acl.ACL, opts *Options, ev *Event) *Conn {
+	if opts.Bans != nil && !ev.Peer.Unix {
+		if b, ok := opts.Bans.Banned(ev.Peer.AddrPort.Addr().Unmap()); ok {
+			ev.Ban = &b // allocates, on the ban path only
+			ev.Decision = acl.Decision{Action: acl.Deny}
+		}
+	}
+	if ev.Ban == nil {
+		ev.Decision = ev.Peer.Decide(a)
+	}
+	var release func()
+	// Limits apply to every connection handed on, including those dry_run lets through.
+	if (ev.Decision.Allowed() || opts.DryRun) && opts.Limiter != nil && !ev.Peer.Unix {
+		release, ev.Limit = opts.Limiter.Admit(ev.Peer.AddrPort.Addr())
+	}
+	switch {
+	case ev.Limit != nil:
+		l.limited.Add(1)
+	case ev.Decision.Allowed():
+		l.allowed.Add(1)
+	case ev.Ban != nil:
+		l.banned.Add(1)
+	default:
+		l.denied.Add(1)
+	}
+	ev.HandedOn = ev.Limit == nil && (ev.Decision.Allowed() || opts.DryRun)
+	if release != nil {
+		if wrapped == nil {
+			wrapped = &Conn{Conn: c}
+		}
+		wrapped.release = release
+	}
+	return wrapped
 }
 
 func (l *Listener) log(log *slog.Logger, ev *Event) {
