@@ -3,7 +3,8 @@ package acl
 import (
 	"errors"
 
-	"github.com/peergate/peergate/internal/conf"
+	"github.com/peergate/peergate/internal/safefile"
+	"github.com/peergate/peergate/internal/strictyaml"
 )
 
 // Sentinel errors. Loader errors wrap one of these inside a *PosError, so callers can test the kind
@@ -18,18 +19,18 @@ var (
 	ErrTooMany        = errors.New("too many rules")
 	// ErrUnixID: a user or group of the unix policy is unknown, or its number is out of range.
 	ErrUnixID       = errors.New("unknown user or group")
-	ErrUnknownKey   = conf.ErrUnknownKey
-	ErrDuplicateKey = conf.ErrDuplicateKey
-	ErrSyntax       = conf.ErrSyntax
+	ErrUnknownKey   = strictyaml.ErrUnknownKey
+	ErrDuplicateKey = strictyaml.ErrDuplicateKey
+	ErrSyntax       = strictyaml.ErrSyntax
 	// ErrSecondDocument: a file holds more than one YAML document (content after "---" or
 	// "..."); only one is read, so the file is refused. It wraps ErrSyntax.
-	ErrSecondDocument = conf.ErrSecondDocument
-	ErrNotRegular     = conf.ErrNotRegular // a file to load is a FIFO, a device or a directory
-	ErrTooBig         = conf.ErrTooBig     // a file to load is over the Loader's MaxFileSize
-	ErrUnsettled      = conf.ErrUnsettled  // a file to load kept changing while it was read
+	ErrSecondDocument = strictyaml.ErrSecondDocument
+	ErrNotRegular     = safefile.ErrNotRegular // a file to load is a FIFO, a device or a directory
+	ErrTooBig         = safefile.ErrTooBig     // a file to load is over the Loader's MaxFileSize
+	ErrUnsettled      = safefile.ErrUnsettled  // a file to load kept changing while it was read
 )
 
 // PosError is an error at a place in a file: the file, the 1-based line (0 when the whole file is
 // at fault), the offending value as written, and the underlying error, which errors.Is sees
 // through. Its message reads "file:line: "value": error".
-type PosError = conf.PosError
+type PosError = strictyaml.PosError

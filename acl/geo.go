@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/peergate/peergate/internal/conf"
+	"github.com/peergate/peergate/internal/strictyaml"
 	"gopkg.in/yaml.v3"
 )
 
@@ -50,7 +50,7 @@ type geoDB struct {
 }
 
 // geoKey reads "geoip: {database: PATH}" from the mapping n, wherever it is written.
-func geoKey(name string, n *yaml.Node, errs *conf.Errors) *geoDB {
+func geoKey(name string, n *yaml.Node, errs *strictyaml.Errors) *geoDB {
 	g := &geoDB{}
 	if n.Kind != yaml.MappingNode {
 		return g
@@ -59,12 +59,12 @@ func geoKey(name string, n *yaml.Node, errs *conf.Errors) *geoDB {
 		if n.Content[i].Value != "geoip" {
 			continue
 		}
-		conf.Mapping(name, n.Content[i+1], errs, func(key string, k, v *yaml.Node) {
+		strictyaml.Mapping(name, n.Content[i+1], errs, func(key string, k, v *yaml.Node) {
 			if key != "database" {
-				conf.Unknown(errs, name, k, "database in geoip")
+				strictyaml.Unknown(errs, name, k, "database in geoip")
 				return
 			}
-			if s, ok := conf.Scalar(name, v, errs); ok {
+			if s, ok := strictyaml.Scalar(name, v, errs); ok {
 				if !filepath.IsAbs(s) {
 					s = filepath.Join(filepath.Dir(name), s)
 				}
@@ -76,16 +76,16 @@ func geoKey(name string, n *yaml.Node, errs *conf.Errors) *geoDB {
 }
 
 // geo reads one {country|asn, action} include.
-func (l *Loader) geo(ctx context.Context, name string, n *yaml.Node, db *geoDB, errs *conf.Errors) []Rule {
+func (l *Loader) geo(ctx context.Context, name string, n *yaml.Node, db *geoDB, errs *strictyaml.Errors) []Rule {
 	q := GeoQuery{File: name, Line: n.Line}
 	haveAct := false
-	ok := conf.Mapping(name, n, errs, func(key string, k, v *yaml.Node) {
+	ok := strictyaml.Mapping(name, n, errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "action":
 			q.Action, haveAct = scalarAction(name, v, errs), true
 		case "country":
-			for _, item := range conf.Sequence(name, v, errs) {
-				if s, ok := conf.Scalar(name, item, errs); ok {
+			for _, item := range strictyaml.Sequence(name, v, errs) {
+				if s, ok := strictyaml.Scalar(name, item, errs); ok {
 					c := strings.ToUpper(s)
 					if len(c) != 2 || strings.Trim(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" {
 						errs.At(name, item.Line, s, fmt.Errorf("%w: a country is a two-letter ISO 3166 code such as CN", ErrSyntax))
@@ -95,8 +95,8 @@ func (l *Loader) geo(ctx context.Context, name string, n *yaml.Node, db *geoDB, 
 				}
 			}
 		case "asn":
-			for _, item := range conf.Sequence(name, v, errs) {
-				if s, ok := conf.Scalar(name, item, errs); ok {
+			for _, item := range strictyaml.Sequence(name, v, errs) {
+				if s, ok := strictyaml.Scalar(name, item, errs); ok {
 					d := strings.TrimPrefix(strings.ToUpper(s), "AS")
 					asn, err := strconv.ParseUint(d, 10, 32)
 					if err != nil {
@@ -107,7 +107,7 @@ func (l *Loader) geo(ctx context.Context, name string, n *yaml.Node, db *geoDB, 
 				}
 			}
 		default:
-			conf.Unknown(errs, name, k, "country or asn, and action, in a geoip rule")
+			strictyaml.Unknown(errs, name, k, "country or asn, and action, in a geoip rule")
 		}
 	})
 	if !ok {

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/peergate/peergate/internal/conf"
+	"github.com/peergate/peergate/internal/strictyaml"
 )
 
 // ParseList reads a list file: one address or prefix per line, each becoming a rule with action
@@ -21,7 +21,7 @@ func ParseList(name string, r io.Reader, act Action) ([]Rule, error) {
 // parseList is ParseList with room for hint rules made up front.
 func parseList(name string, r io.Reader, act Action, hint int) ([]Rule, error) {
 	rules := make([]Rule, 0, hint)
-	var errs conf.Errors
+	var errs strictyaml.Errors
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for line := 1; sc.Scan(); line++ {
@@ -43,10 +43,10 @@ func parseList(name string, r io.Reader, act Action, hint int) ([]Rule, error) {
 				rules = append(rules, Rule{Prefix: p, Action: act, Origin: Origin{name, line}})
 				continue
 			}
-			if !conf.AddressToken(s) {
+			if !strictyaml.AddressToken(s) {
 				// A list may be any file (say /etc/shadow), and this error reaches logs and
 				// terminals: say where, and nothing of what.
-				s, err = "", conf.Hidden(err, "not an address or prefix (the line is not shown)")
+				s, err = "", strictyaml.Hidden(err, "not an address or prefix (the line is not shown)")
 			}
 			errs.At(name, line, s, err)
 			continue

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/peergate/peergate/internal/conf"
+	"github.com/peergate/peergate/internal/strictyaml"
 	"gopkg.in/yaml.v3"
 )
 
@@ -53,12 +53,12 @@ type Resolver interface {
 }
 
 // remote reads the keys of a url include after include has seen "url".
-func (l *Loader) remote(ctx context.Context, name string, n *yaml.Node, errs *conf.Errors) []Rule {
+func (l *Loader) remote(ctx context.Context, name string, n *yaml.Node, errs *strictyaml.Errors) []Rule {
 	r := Remote{File: name, Line: n.Line}
 	haveAct := false
 	var urlLine int
-	ok := conf.Mapping(name, n, errs, func(key string, k, v *yaml.Node) {
-		s, ok := conf.Scalar(name, v, errs)
+	ok := strictyaml.Mapping(name, n, errs, func(key string, k, v *yaml.Node) {
+		s, ok := strictyaml.Scalar(name, v, errs)
 		if !ok {
 			return
 		}
@@ -97,7 +97,7 @@ func (l *Loader) remote(ctx context.Context, name string, n *yaml.Node, errs *co
 		case "select":
 			r.Select = s
 		default:
-			conf.Unknown(errs, name, k, "url, action, refresh, sha256, min_entries, max_shrink or select in a url include")
+			strictyaml.Unknown(errs, name, k, "url, action, refresh, sha256, min_entries, max_shrink or select in a url include")
 		}
 	})
 	if !ok {

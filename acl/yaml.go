@@ -10,7 +10,8 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/peergate/peergate/internal/conf"
+	"github.com/peergate/peergate/internal/safefile"
+	"github.com/peergate/peergate/internal/strictyaml"
 	"gopkg.in/yaml.v3"
 )
 
@@ -59,10 +60,10 @@ func SpecFromNode(name string, n *yaml.Node) (Spec, error) {
 }
 
 // DefaultMaxFileSize is the bound on one file's size of a Loader that sets none: 1 GiB.
-const DefaultMaxFileSize = conf.DefaultMaxFileSize
+const DefaultMaxFileSize = safefile.DefaultMaxFileSize
 
 // Source is what a Loader saw of one file it read or tried to read (see Loader.Sources).
-type Source = conf.Source
+type Source = safefile.Source
 
 // A Loader reads ACL files and the list files they include; the package-level loaders use a zero
 // Loader. Every file goes through one reader that fails closed:
@@ -104,7 +105,7 @@ func (l *Loader) Sources() []Source {
 // ReadFile reads the file at path under the Loader's bounds and records it among Sources. It is
 // exported for loaders of larger files that embed ACLs, which read those files with it.
 func (l *Loader) ReadFile(ctx context.Context, path string) ([]byte, error) {
-	data, src, err := conf.ReadFile(ctx, path, l.MaxFileSize)
+	data, src, err := safefile.ReadFile(ctx, path, l.MaxFileSize)
 	l.mu.Lock()
 	l.sources = append(l.sources, src)
 	l.mu.Unlock()
@@ -122,7 +123,7 @@ func (l *Loader) LoadSpec(ctx context.Context, path string) (Spec, error) {
 
 // ParseSpec is the package's ParseSpec, with the Loader's bounds and ctx.
 func (l *Loader) ParseSpec(ctx context.Context, name string, data []byte) (Spec, error) {
-	root, err := conf.Parse(name, data)
+	root, err := strictyaml.Parse(name, data)
 	if err != nil {
 		return Spec{}, err
 	}
@@ -131,11 +132,11 @@ func (l *Loader) ParseSpec(ctx context.Context, name string, data []byte) (Spec,
 
 // SpecFromNode is the package's SpecFromNode, with the Loader's bounds and ctx.
 func (l *Loader) SpecFromNode(ctx context.Context, name string, n *yaml.Node) (Spec, error) {
-	var errs conf.Errors
+	var errs strictyaml.Errors
 	var spec Spec
 	haveDefault := false
 	geo := geoKey(name, n, &errs)
-	isMap := conf.Mapping(name, n, &errs, func(key string, k, v *yaml.Node) {
+	isMap := strictyaml.Mapping(name, n, &errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "geoip": // read by geoKey
 		case "default":
@@ -148,8 +149,8 @@ func (l *Loader) SpecFromNode(ctx context.Context, name string, n *yaml.Node) (S
 			}
 		case "allow", "deny":
 			act, _ := ParseAction(key)
-			for _, item := range conf.Sequence(name, v, &errs) {
-				if s, ok := conf.Scalar(name, item, &errs); ok {
+			for _, item := range strictyaml.Sequence(name, v, &errs) {
+				if s, ok := strictyaml.Scalar(name, item, &errs); ok {
 					p, err := ParsePrefix(s)
 					if err != nil {
 						errs.At(name, item.Line, s, err)
@@ -159,7 +160,7 @@ func (l *Loader) SpecFromNode(ctx context.Context, name string, n *yaml.Node) (S
 				}
 			}
 		case "include":
-			for _, item := range conf.Sequence(name, v, &errs) {
+			for _, item := range strictyaml.Sequence(name, v, &errs) {
 				if rules := l.include(ctx, name, item, geo, &errs); len(spec.Rules) == 0 {
 					spec.Rules = rules // a big list: no copy
 				} else {
@@ -167,7 +168,7 @@ func (l *Loader) SpecFromNode(ctx context.Context, name string, n *yaml.Node) (S
 				}
 			}
 		default:
-			conf.Unknown(&errs, name, k, "default, allow, deny, include, geoip or unix")
+			strictyaml.Unknown(&errs, name, k, "default, allow, deny, include, geoip or unix")
 		}
 	})
 	if !haveDefault && isMap {
@@ -180,7 +181,7 @@ func (l *Loader) SpecFromNode(ctx context.Context, name string, n *yaml.Node) (S
 }
 
 // include reads one {path, action} entry and the list file it names.
-func (l *Loader) include(ctx context.Context, name string, n *yaml.Node, geo *geoDB, errs *conf.Errors) []Rule {
+func (l *Loader) include(ctx context.Context, name string, n *yaml.Node, geo *geoDB, errs *strictyaml.Errors) []Rule {
 	if n.Kind == yaml.MappingNode && hasKey(n, "url") {
 		return l.remote(ctx, name, n, errs)
 	}
@@ -191,15 +192,15 @@ func (l *Loader) include(ctx context.Context, name string, n *yaml.Node, geo *ge
 	var pathLine int
 	var act Action
 	haveAct := false
-	ok := conf.Mapping(name, n, errs, func(key string, k, v *yaml.Node) {
+	ok := strictyaml.Mapping(name, n, errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "path":
-			path, _ = conf.Scalar(name, v, errs)
+			path, _ = strictyaml.Scalar(name, v, errs)
 			pathLine = v.Line
 		case "action":
 			act, haveAct = scalarAction(name, v, errs), true
 		default:
-			conf.Unknown(errs, name, k, "path (or url) and action in an include")
+			strictyaml.Unknown(errs, name, k, "path (or url) and action in an include")
 		}
 	})
 	if !ok {
@@ -223,8 +224,8 @@ func (l *Loader) include(ctx context.Context, name string, n *yaml.Node, geo *ge
 	return rules
 }
 
-func scalarAction(name string, n *yaml.Node, errs *conf.Errors) Action {
-	s, ok := conf.Scalar(name, n, errs)
+func scalarAction(name string, n *yaml.Node, errs *strictyaml.Errors) Action {
+	s, ok := strictyaml.Scalar(name, n, errs)
 	if !ok {
 		return Deny
 	}
@@ -238,9 +239,9 @@ func scalarAction(name string, n *yaml.Node, errs *conf.Errors) Action {
 // unixPolicyNode reads the mapping form of "unix": lists of users and groups to allow or deny,
 // and the default for the rest (deny when not given). Names are resolved to ids now, with
 // os/user; an unknown name is an error at its line.
-func unixPolicyNode(name string, n *yaml.Node, spec *Spec, errs *conf.Errors) {
+func unixPolicyNode(name string, n *yaml.Node, spec *Spec, errs *strictyaml.Errors) {
 	spec.Unix = Deny
-	conf.Mapping(name, n, errs, func(key string, k, v *yaml.Node) {
+	strictyaml.Mapping(name, n, errs, func(key string, k, v *yaml.Node) {
 		var kind UnixKind
 		var act Action
 		switch key {
@@ -256,11 +257,11 @@ func unixPolicyNode(name string, n *yaml.Node, spec *Spec, errs *conf.Errors) {
 		case "deny_gids":
 			kind, act = GID, Deny
 		default:
-			conf.Unknown(errs, name, k, "allow_uids, allow_gids, deny_uids, deny_gids or default in unix")
+			strictyaml.Unknown(errs, name, k, "allow_uids, allow_gids, deny_uids, deny_gids or default in unix")
 			return
 		}
-		for _, item := range conf.Sequence(name, v, errs) {
-			s, ok := conf.Scalar(name, item, errs)
+		for _, item := range strictyaml.Sequence(name, v, errs) {
+			s, ok := strictyaml.Scalar(name, item, errs)
 			if !ok {
 				continue
 			}

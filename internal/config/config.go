@@ -24,8 +24,8 @@ import (
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/gate/limit"
-	"github.com/peergate/peergate/internal/conf"
 	"github.com/peergate/peergate/internal/sources"
+	"github.com/peergate/peergate/internal/strictyaml"
 	"gopkg.in/yaml.v3"
 )
 
@@ -233,7 +233,7 @@ func Parse(path string, data []byte) (*File, error) {
 }
 
 func parse(ctx context.Context, l *acl.Loader, path string, data []byte, m *sources.Manager) (f *File, err error) {
-	root, err := conf.Parse(path, data)
+	root, err := strictyaml.Parse(path, data)
 	if err != nil {
 		return nil, err
 	}
@@ -273,13 +273,13 @@ func parse(ctx context.Context, l *acl.Loader, path string, data []byte, m *sour
 		f.ACLs = []*ACL{{Name: name, Line: 1, Spec: spec, ACL: a}}
 		return f, nil
 	}
-	var errs conf.Errors
+	var errs strictyaml.Errors
 	var services, admin *yaml.Node
 	if root.Kind == yaml.MappingNode {
 		// Before acls, whose files it bounds, wherever it is written.
 		for i := 0; i+1 < len(root.Content); i += 2 {
 			if k, v := root.Content[i], root.Content[i+1]; k.Value == "max_file_size" {
-				if word, ok := conf.Scalar(path, v, &errs); ok {
+				if word, ok := strictyaml.Scalar(path, v, &errs); ok {
 					n, err := ParseSize(word)
 					if err != nil {
 						errs.At(path, v.Line, word, err)
@@ -291,10 +291,10 @@ func parse(ctx context.Context, l *acl.Loader, path string, data []byte, m *sour
 		}
 	}
 	l.MaxFileSize = f.MaxFileSize
-	conf.Mapping(path, root, &errs, func(key string, k, v *yaml.Node) {
+	strictyaml.Mapping(path, root, &errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "acls":
-			conf.Mapping(path, v, &errs, func(name string, k, v *yaml.Node) {
+			strictyaml.Mapping(path, v, &errs, func(name string, k, v *yaml.Node) {
 				if a := loadACL(ctx, l, path, name, k, v, &errs); a != nil {
 					f.ACLs = append(f.ACLs, a)
 				}
@@ -313,13 +313,13 @@ func parse(ctx context.Context, l *acl.Loader, path string, data []byte, m *sour
 				errs.At(path, v.Line, v.Value, fmt.Errorf("%w: max_bans must be at least 1", ErrConfig))
 			}
 		case "state_dir":
-			if dir, ok := conf.Scalar(path, v, &errs); ok {
+			if dir, ok := strictyaml.Scalar(path, v, &errs); ok {
 				f.StateDir = relative(path, dir)
 			}
 		case "crowdsec":
 			f.CrowdSec = f.crowdsec(v, &errs)
 		default:
-			conf.Unknown(&errs, path, k, "acls, services, drain_timeout, admin, never_ban, max_bans, state_dir, crowdsec or max_file_size")
+			strictyaml.Unknown(&errs, path, k, "acls, services, drain_timeout, admin, never_ban, max_bans, state_dir, crowdsec or max_file_size")
 		}
 	})
 	if admin != nil {
@@ -327,7 +327,7 @@ func parse(ctx context.Context, l *acl.Loader, path string, data []byte, m *sour
 	}
 	if services != nil {
 		names := map[string]int{}
-		for _, n := range conf.Sequence(path, services, &errs) {
+		for _, n := range strictyaml.Sequence(path, services, &errs) {
 			s := f.service(n, &errs)
 			if s == nil {
 				continue
@@ -356,7 +356,7 @@ func hasKey(n *yaml.Node, key string) bool {
 }
 
 // loadACL reads one entry of "acls": an inline ACL, or the path of an ACL file.
-func loadACL(ctx context.Context, l *acl.Loader, path, name string, k, v *yaml.Node, errs *conf.Errors) *ACL {
+func loadACL(ctx context.Context, l *acl.Loader, path, name string, k, v *yaml.Node, errs *strictyaml.Errors) *ACL {
 	var spec acl.Spec
 	var err error
 	if v.Kind == yaml.ScalarNode {
@@ -391,19 +391,19 @@ const serviceKeys = "name, listen, acl, upstream, exec, on_deny, dry_run, connec
 // DefaultProxyHeaderTimeout is proxy_header_timeout when the file does not set it.
 const DefaultProxyHeaderTimeout = 5 * time.Second
 
-func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
+func (f *File) service(n *yaml.Node, errs *strictyaml.Errors) *Service {
 	path := f.Path
 	s := &Service{Line: n.Line, ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout, MaxConns: DefaultMaxConns,
 		KernelFilter: FilterOff, ProxyHeaderTimeout: DefaultProxyHeaderTimeout, LogRate: DefaultLogRate, UID: -1, GID: -1}
 	// Where keys that need another key were written (0: not written).
 	var proxyLine, sendLine, burstLine, rateLine, timeoutLine, maxSourcesLine, prefixLine int
 	aclLine := 0 // where acl was written; -1 when it named no ACL (already reported)
-	ok := conf.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
+	ok := strictyaml.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "name":
-			s.Name, _ = conf.Scalar(path, v, errs)
+			s.Name, _ = strictyaml.Scalar(path, v, errs)
 		case "listen":
-			for _, item := range conf.Sequence(path, v, errs) {
+			for _, item := range strictyaml.Sequence(path, v, errs) {
 				if item.Kind == yaml.MappingNode {
 					if addr, perm, ok := unixListen(path, item, errs); ok {
 						if s.UnixPerms == nil {
@@ -415,7 +415,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 					}
 					continue
 				}
-				if addr, ok := conf.Scalar(path, item, errs); ok {
+				if addr, ok := strictyaml.Scalar(path, item, errs); ok {
 					if err := checkListen(addr); err != nil {
 						errs.At(path, item.Line, addr, err)
 					}
@@ -429,15 +429,15 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 				aclLine = -1
 			}
 		case "upstream":
-			if addr, ok := conf.Scalar(path, v, errs); ok {
+			if addr, ok := strictyaml.Scalar(path, v, errs); ok {
 				if err := checkDial(addr); err != nil {
 					errs.At(path, v.Line, addr, err)
 				}
 				s.Upstream = addr
 			}
 		case "exec":
-			for _, item := range conf.Sequence(path, v, errs) {
-				if arg, ok := conf.Scalar(path, item, errs); ok {
+			for _, item := range strictyaml.Sequence(path, v, errs) {
+				if arg, ok := strictyaml.Scalar(path, item, errs); ok {
 					s.Exec = append(s.Exec, arg)
 				}
 			}
@@ -449,7 +449,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 				s.Exec[0] = prog
 			}
 		case "on_deny":
-			switch word, _ := conf.Scalar(path, v, errs); word {
+			switch word, _ := strictyaml.Scalar(path, v, errs); word {
 			case "close":
 			case "reset":
 				s.Reset = true
@@ -479,7 +479,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 				s.UserLine = v.Line
 			}
 		case "kernel_filter":
-			switch word, _ := conf.Scalar(path, v, errs); word {
+			switch word, _ := strictyaml.Scalar(path, v, errs); word {
 			case FilterOff, FilterAuto, FilterEBPF, FilterCBPF, FilterRequired:
 				s.KernelFilter, s.FilterLine = word, v.Line
 			default:
@@ -489,7 +489,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 			s.TrustedProxies, s.ProxiesLine = prefixes(path, v, errs), v.Line
 		case "proxy_protocol":
 			proxyLine = v.Line
-			switch word, _ := conf.Scalar(path, v, errs); word {
+			switch word, _ := strictyaml.Scalar(path, v, errs); word {
 			case "optional":
 			case "required":
 				s.ProxyRequired = true
@@ -504,7 +504,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 			}
 		case "send_proxy":
 			sendLine = v.Line
-			switch word, _ := conf.Scalar(path, v, errs); word {
+			switch word, _ := strictyaml.Scalar(path, v, errs); word {
 			case "v1", "v2":
 				s.SendProxy = word
 			default:
@@ -520,7 +520,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 			s.Burst = count(path, v, errs, "burst")
 		case "rate":
 			rateLine = v.Line
-			if word, ok := conf.Scalar(path, v, errs); ok {
+			if word, ok := strictyaml.Scalar(path, v, errs); ok {
 				r, err := ParseRate(word)
 				if err != nil {
 					errs.At(path, v.Line, word, err)
@@ -533,22 +533,22 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 			s.BanAfter = banAfter(path, v, errs)
 		case "guard":
 			s.GuardLine = v.Line
-			conf.Mapping(path, v, errs, func(key string, k, v *yaml.Node) {
+			strictyaml.Mapping(path, v, errs, func(key string, k, v *yaml.Node) {
 				switch key {
 				case "keep_allowed":
 					s.Guard = prefixes(path, v, errs)
 				default:
-					conf.Unknown(errs, path, k, "keep_allowed in guard")
+					strictyaml.Unknown(errs, path, k, "keep_allowed in guard")
 				}
 			})
 		case "per_source_prefix":
 			prefixLine = v.Line
-			conf.Mapping(path, v, errs, func(key string, k, v *yaml.Node) {
-				word, _ := conf.Scalar(path, v, errs)
+			strictyaml.Mapping(path, v, errs, func(key string, k, v *yaml.Node) {
+				word, _ := strictyaml.Scalar(path, v, errs)
 				bits, err := strconv.Atoi(word)
 				switch {
 				case key != "ipv4" && key != "ipv6":
-					conf.Unknown(errs, path, k, "ipv4 or ipv6")
+					strictyaml.Unknown(errs, path, k, "ipv4 or ipv6")
 				case err != nil || bits < 1 || key == "ipv4" && bits > 32 || bits > 128:
 					errs.At(path, v.Line, word, fmt.Errorf("%w: per_source_prefix.%s must be a prefix length (1-32 for ipv4, 1-128 for ipv6)", ErrConfig, key))
 				case key == "ipv4":
@@ -558,7 +558,7 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 				}
 			})
 		default:
-			conf.Unknown(errs, path, k, serviceKeys)
+			strictyaml.Unknown(errs, path, k, serviceKeys)
 		}
 	})
 	if !ok {
@@ -647,8 +647,8 @@ func (f *File) service(n *yaml.Node, errs *conf.Errors) *Service {
 }
 
 // namedACL returns the ACL that the scalar v names, or nil after reporting that there is none.
-func (f *File) namedACL(v *yaml.Node, errs *conf.Errors) *ACL {
-	name, ok := conf.Scalar(f.Path, v, errs)
+func (f *File) namedACL(v *yaml.Node, errs *strictyaml.Errors) *ACL {
+	name, ok := strictyaml.Scalar(f.Path, v, errs)
 	if !ok {
 		return nil
 	}
@@ -660,12 +660,12 @@ func (f *File) namedACL(v *yaml.Node, errs *conf.Errors) *ACL {
 }
 
 // admin reads the "admin" mapping: listen (required) and acl (default: loopback only).
-func (f *File) admin(n *yaml.Node, errs *conf.Errors) *Admin {
+func (f *File) admin(n *yaml.Node, errs *strictyaml.Errors) *Admin {
 	a := &Admin{Line: n.Line, ACL: LoopbackACL}
-	conf.Mapping(f.Path, n, errs, func(key string, k, v *yaml.Node) {
+	strictyaml.Mapping(f.Path, n, errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "listen":
-			if addr, ok := conf.Scalar(f.Path, v, errs); ok {
+			if addr, ok := strictyaml.Scalar(f.Path, v, errs); ok {
 				if _, isUnix := UnixPath(addr); isUnix {
 					errs.At(f.Path, v.Line, addr, fmt.Errorf("%w: the admin listener takes IP:PORT", ErrConfig))
 				} else if err := checkListen(addr); err != nil {
@@ -678,7 +678,7 @@ func (f *File) admin(n *yaml.Node, errs *conf.Errors) *Admin {
 				a.ACL = named
 			}
 		case "token_file":
-			if file, ok := conf.Scalar(f.Path, v, errs); ok {
+			if file, ok := strictyaml.Scalar(f.Path, v, errs); ok {
 				a.TokenFile = relative(f.Path, file)
 				tok, err := f.secret(a.TokenFile)
 				if err != nil {
@@ -687,7 +687,7 @@ func (f *File) admin(n *yaml.Node, errs *conf.Errors) *Admin {
 				a.Token = tok
 			}
 		default:
-			conf.Unknown(errs, f.Path, k, "listen, acl or token_file")
+			strictyaml.Unknown(errs, f.Path, k, "listen, acl or token_file")
 		}
 	})
 	if a.Listen == "" {
@@ -734,14 +734,14 @@ func (f *File) Pick(name string) (*ACL, error) {
 
 // prefixes reads a list of addresses and prefixes (one may stand alone), normalised as ACL rules
 // are (::ffff:a.b.c.d/n is the IPv4 prefix /n-96).
-func prefixes(path string, v *yaml.Node, errs *conf.Errors) []netip.Prefix {
+func prefixes(path string, v *yaml.Node, errs *strictyaml.Errors) []netip.Prefix {
 	items := []*yaml.Node{v}
 	if v.Kind == yaml.SequenceNode {
 		items = v.Content
 	}
 	var out []netip.Prefix
 	for _, item := range items {
-		word, ok := conf.Scalar(path, item, errs)
+		word, ok := strictyaml.Scalar(path, item, errs)
 		if !ok {
 			continue
 		}
@@ -760,8 +760,8 @@ func prefixes(path string, v *yaml.Node, errs *conf.Errors) []netip.Prefix {
 var geteuid = os.Geteuid
 
 // boolean reads true or false.
-func boolean(path string, v *yaml.Node, errs *conf.Errors, key string) bool {
-	b, ok := conf.Scalar(path, v, errs)
+func boolean(path string, v *yaml.Node, errs *strictyaml.Errors, key string) bool {
+	b, ok := strictyaml.Scalar(path, v, errs)
 	if ok && b != "true" && b != "false" {
 		errs.At(path, v.Line, b, fmt.Errorf("%w: %s must be true or false", ErrConfig, key))
 	}
@@ -772,8 +772,8 @@ func boolean(path string, v *yaml.Node, errs *conf.Errors, key string) bool {
 var ErrNoSuchUser = errors.New("no such user or group")
 
 // lookupID reads a user (key "user") or group name, or a number, and returns it with its id.
-func lookupID(path string, v *yaml.Node, errs *conf.Errors, key string) (string, int) {
-	word, ok := conf.Scalar(path, v, errs)
+func lookupID(path string, v *yaml.Node, errs *strictyaml.Errors, key string) (string, int) {
+	word, ok := strictyaml.Scalar(path, v, errs)
 	if !ok {
 		return "", -1
 	}
@@ -817,8 +817,8 @@ func primaryGroup(name string) int {
 	return n
 }
 
-func count(path string, v *yaml.Node, errs *conf.Errors, key string) int {
-	word, _ := conf.Scalar(path, v, errs)
+func count(path string, v *yaml.Node, errs *strictyaml.Errors, key string) int {
+	word, _ := strictyaml.Scalar(path, v, errs)
 	n, err := strconv.Atoi(word)
 	if err != nil || n < 0 {
 		errs.At(path, v.Line, word, fmt.Errorf("%w: %s must be a whole number, 0 for none", ErrConfig, key))
@@ -875,8 +875,8 @@ func ParseRate(s string) (float64, error) {
 	return r, nil
 }
 
-func duration(path string, v *yaml.Node, errs *conf.Errors) time.Duration {
-	word, ok := conf.Scalar(path, v, errs)
+func duration(path string, v *yaml.Node, errs *strictyaml.Errors) time.Duration {
+	word, ok := strictyaml.Scalar(path, v, errs)
 	if !ok {
 		return 0
 	}
@@ -899,17 +899,17 @@ type UnixPerm struct {
 
 // unixListen reads a listen entry written as a mapping: a Unix socket path with the mode, owner
 // and group of its file. It returns the entry as "unix:PATH".
-func unixListen(path string, n *yaml.Node, errs *conf.Errors) (string, UnixPerm, bool) {
+func unixListen(path string, n *yaml.Node, errs *strictyaml.Errors) (string, UnixPerm, bool) {
 	perm := UnixPerm{UID: -1, GID: -1}
 	var sock string
 	var permLine int
-	conf.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
+	strictyaml.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "unix":
-			sock, _ = conf.Scalar(path, v, errs)
+			sock, _ = strictyaml.Scalar(path, v, errs)
 		case "mode":
 			permLine = v.Line
-			word, _ := conf.Scalar(path, v, errs)
+			word, _ := strictyaml.Scalar(path, v, errs)
 			m, err := strconv.ParseUint(word, 8, 32)
 			if err != nil || m == 0 || m > 0o777 {
 				errs.At(path, v.Line, word, fmt.Errorf("%w: mode must be octal permission bits, such as \"0660\"", ErrConfig))
@@ -922,7 +922,7 @@ func unixListen(path string, n *yaml.Node, errs *conf.Errors) (string, UnixPerm,
 			permLine = v.Line
 			_, perm.GID = lookupID(path, v, errs, "group")
 		default:
-			conf.Unknown(errs, path, k, "unix, mode, owner or group")
+			strictyaml.Unknown(errs, path, k, "unix, mode, owner or group")
 		}
 	})
 	addr := "unix:" + sock
@@ -1012,7 +1012,7 @@ func bindOf(addr string) (bind, bool) {
 // or socket: written twice, the later service silently took the listener (and its ACL applied to
 // the earlier one's clients). Go listens on every unspecified address (":P", "0.0.0.0:P",
 // "[::]:P") with one dual-stack socket, so each takes its port on every address of both families.
-func checkOverlaps(path string, services []*Service, errs *conf.Errors) {
+func checkOverlaps(path string, services []*Service, errs *strictyaml.Errors) {
 	type seen struct {
 		addr string
 		line int
@@ -1127,10 +1127,10 @@ func (f *File) secret(file string) (string, error) {
 }
 
 // banAfter reads a service's ban_after mapping.
-func banAfter(path string, n *yaml.Node, errs *conf.Errors) *BanAfter {
+func banAfter(path string, n *yaml.Node, errs *strictyaml.Errors) *BanAfter {
 	b := &BanAfter{Line: n.Line}
 	withinLine := 0
-	conf.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
+	strictyaml.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "denials":
 			b.Denials = count(path, v, errs, "ban_after.denials")
@@ -1142,7 +1142,7 @@ func banAfter(path string, n *yaml.Node, errs *conf.Errors) *BanAfter {
 		case "for":
 			b.For = duration(path, v, errs)
 		default:
-			conf.Unknown(errs, path, k, "denials, limit_hits, within or for")
+			strictyaml.Unknown(errs, path, k, "denials, limit_hits, within or for")
 		}
 	})
 	if b.Denials == 0 && b.LimitHits == 0 {
@@ -1157,21 +1157,21 @@ func banAfter(path string, n *yaml.Node, errs *conf.Errors) *BanAfter {
 }
 
 // crowdsec reads the top-level crowdsec mapping.
-func (f *File) crowdsec(n *yaml.Node, errs *conf.Errors) *CrowdSec {
+func (f *File) crowdsec(n *yaml.Node, errs *strictyaml.Errors) *CrowdSec {
 	path := f.Path
 	c := &CrowdSec{Line: n.Line, Interval: DefaultCrowdSecInterval}
 	reportLine := 0
-	conf.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
+	strictyaml.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "url":
-			if u, ok := conf.Scalar(path, v, errs); ok {
+			if u, ok := strictyaml.Scalar(path, v, errs); ok {
 				if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 					errs.At(path, v.Line, u, fmt.Errorf("%w: crowdsec.url must be an http:// or https:// URL", ErrConfig))
 				}
 				c.URL = strings.TrimSuffix(u, "/")
 			}
 		case "api_key_file":
-			if file, ok := conf.Scalar(path, v, errs); ok {
+			if file, ok := strictyaml.Scalar(path, v, errs); ok {
 				c.APIKeyFile = relative(path, file)
 				key, err := f.secret(c.APIKeyFile)
 				if err != nil {
@@ -1186,12 +1186,12 @@ func (f *File) crowdsec(n *yaml.Node, errs *conf.Errors) *CrowdSec {
 			}
 		case "report":
 			reportLine = v.Line
-			b, ok := conf.Scalar(path, v, errs)
+			b, ok := strictyaml.Scalar(path, v, errs)
 			if c.Report = b == "true"; ok && b != "true" && b != "false" {
 				errs.At(path, v.Line, b, fmt.Errorf("%w: crowdsec.report must be true or false", ErrConfig))
 			}
 		case "credentials_file":
-			if file, ok := conf.Scalar(path, v, errs); ok {
+			if file, ok := strictyaml.Scalar(path, v, errs); ok {
 				c.CredentialsFile = relative(path, file)
 				login, password, err := f.machineCredentials(c.CredentialsFile)
 				if err != nil {
@@ -1200,7 +1200,7 @@ func (f *File) crowdsec(n *yaml.Node, errs *conf.Errors) *CrowdSec {
 				c.Login, c.Password = login, password
 			}
 		default:
-			conf.Unknown(errs, path, k, "url, api_key_file, interval, report or credentials_file")
+			strictyaml.Unknown(errs, path, k, "url, api_key_file, interval, report or credentials_file")
 		}
 	})
 	if c.URL == "" {

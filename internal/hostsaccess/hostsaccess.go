@@ -18,7 +18,7 @@
 // Like tcpd, Parse never refuses a file: problems stay with the entry they belong to, because an
 // entry that never applies to the daemon being converted cannot change its ACL. File.Err reports
 // every problem of a file (what tcpdchk would complain about); Translate reports those of the
-// entries that apply to its daemon. Every error is a *conf.PosError naming the file, the line and
+// entries that apply to its daemon. Every error is a *strictyaml.PosError naming the file, the line and
 // the offending word, and wraps one of the sentinel errors below.
 //
 // The package is pure: it opens no sockets, and reads files only for /path patterns, through
@@ -31,10 +31,10 @@ import (
 	"strconv"
 
 	"github.com/peergate/peergate/acl"
-	"github.com/peergate/peergate/internal/conf"
+	"github.com/peergate/peergate/internal/strictyaml"
 )
 
-// Sentinel errors. Every error of the package wraps one of them inside a *conf.PosError.
+// Sentinel errors. Every error of the package wraps one of them inside a *strictyaml.PosError.
 var (
 	// ErrUnsupported: a pattern or option that needs something peergate does not have (DNS, ident,
 	// NIS, running commands). The file is valid for tcpd, but cannot be translated.
@@ -51,7 +51,7 @@ var (
 
 // PosError is the error type of the package: a file, a line, the offending value and the
 // underlying error.
-type PosError = conf.PosError
+type PosError = strictyaml.PosError
 
 // Kind says what a Pattern is.
 type Kind uint8
@@ -154,7 +154,7 @@ type Options struct {
 // Err returns every problem of the file, joined, or nil: the errors of all its entries, whichever
 // daemon they are for. Translate reports only those of the entries that apply to its daemon.
 func (f *File) Err() error {
-	var errs conf.Errors
+	var errs strictyaml.Errors
 	for _, e := range f.Entries {
 		for _, l := range []*List{e.Daemons, e.Clients} {
 			for ; l != nil; l = l.Except {
@@ -170,7 +170,7 @@ func (f *File) Err() error {
 	return errs.Err()
 }
 
-func addPatternErrs(errs *conf.Errors, p *Pattern) {
+func addPatternErrs(errs *strictyaml.Errors, p *Pattern) {
 	if p.Err != nil {
 		errs.Add(p.Err)
 	}

@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/peergate/peergate/acl"
-	"github.com/peergate/peergate/internal/conf"
+	"github.com/peergate/peergate/internal/strictyaml"
 )
 
 // Result is the translation of the access control files for one daemon.
@@ -44,7 +44,7 @@ func Translate(daemon string, files ...*File) (*Result, error) {
 		return nil, errors.New("no daemon name: tcpd's rules depend on it (the daemon's argv[0], e.g. sshd or in.telnetd)")
 	}
 	res := &Result{}
-	var errs conf.Errors
+	var errs strictyaml.Errors
 	type step struct {
 		e   *Entry
 		act acl.Action
@@ -194,7 +194,7 @@ func wildcard(pat, s string) bool {
 
 // clientSet returns the addresses a client list matches, recording in errs the patterns that
 // tcpd would reach but that cannot be translated.
-func clientSet(l *List, errs *conf.Errors) set {
+func clientSet(l *List, errs *strictyaml.Errors) set {
 	s := emptySet()
 	for i := range l.Patterns {
 		if addPattern(&s, &l.Patterns[i], errs) {
@@ -208,7 +208,7 @@ func clientSet(l *List, errs *conf.Errors) set {
 }
 
 // addPattern adds the addresses p matches to s, and reports whether p matches all of them.
-func addPattern(s *set, p *Pattern, errs *conf.Errors) (all bool) {
+func addPattern(s *set, p *Pattern, errs *strictyaml.Errors) (all bool) {
 	switch p.Kind {
 	case KindAll:
 		*s = set{leaf(true), leaf(true)}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peergate/peergate/internal/conf"
+	"github.com/peergate/peergate/internal/safefile"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -174,7 +174,7 @@ func TestWriteDuringReload(t *testing.T) {
 }
 
 // TestRewriteInPlaceDuringLoad: a list rewritten in place while a reload reads it is never applied
-// half-written (issue 14, item 3). The rewrite is made deterministic with conf.AfterReadHook,
+// half-written (issue 14, item 3). The rewrite is made deterministic with safefile.AfterReadHook,
 // which runs after the reader has read the file and before it checks the file again: the test
 // truncates the list (the writer's open with O_TRUNC), starts the reload, and in the hook the
 // writer finishes. The half-written (empty) list must not be applied; either the finished list
@@ -209,23 +209,23 @@ func TestRewriteInPlaceDuringLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 			calls := 0
-			conf.AfterReadHook = func(path string) {
+			safefile.AfterReadHook = func(path string) {
 				if path == list {
 					calls++
 					tc.write(path, calls)
 				}
 			}
-			defer func() { conf.AfterReadHook = nil }()
+			defer func() { safefile.AfterReadHook = nil }()
 			err := s.Reload()
-			conf.AfterReadHook = nil
+			safefile.AfterReadHook = nil
 			if calls == 0 {
 				t.Fatal("the hook never ran")
 			}
 			if tc.applied != (err == nil) {
 				t.Fatalf("reload: %v", err)
 			}
-			if !tc.applied && !errors.Is(err, conf.ErrUnsettled) {
-				t.Errorf("reload failed with %v; want %v", err, conf.ErrUnsettled)
+			if !tc.applied && !errors.Is(err, safefile.ErrUnsettled) {
+				t.Errorf("reload failed with %v; want %v", err, safefile.ErrUnsettled)
 			}
 			if admits(t, "127.0.0.2", addr) {
 				t.Fatal("127.0.0.2 let in: the half-written list was applied")
@@ -249,14 +249,14 @@ func TestReloadCancelled(t *testing.T) {
 	replace(t, dir, "b.txt", "127.0.0.2\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	conf.AfterReadHook = func(path string) {
+	safefile.AfterReadHook = func(path string) {
 		if filepath.Base(path) == "a.txt" {
 			cancel() // SIGTERM, while the load is on its way
 		}
 	}
-	defer func() { conf.AfterReadHook = nil }()
+	defer func() { safefile.AfterReadHook = nil }()
 	err := s.ReloadContext(ctx)
-	conf.AfterReadHook = nil
+	safefile.AfterReadHook = nil
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("reload: %v; want %v", err, context.Canceled)
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate/bans"
-	"github.com/peergate/peergate/internal/conf"
+	"github.com/peergate/peergate/internal/safefile"
 )
 
 // The state file keeps the bans of origin api and auto across restarts and crashes (CrowdSec's
@@ -158,7 +158,7 @@ func readState(dir string, log interface{ Error(string, ...any) }, setAside bool
 	var firstErr error
 	for _, p := range []string{cur, cur + ".prev"} {
 		// Through the loaders' reader: a FIFO or device put there cannot hang or exhaust startup.
-		data, _, err := conf.ReadFile(context.Background(), p, 0)
+		data, _, err := safefile.ReadFile(context.Background(), p, 0)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}

@@ -29,7 +29,8 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/acl"
-	"github.com/peergate/peergate/internal/conf"
+	"github.com/peergate/peergate/internal/safefile"
+	"github.com/peergate/peergate/internal/strictyaml"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -338,7 +339,7 @@ func Parse(r acl.Remote, body []byte) ([]acl.Rule, error) {
 		return nil, fmt.Errorf("%s: %w", r.Name(), err)
 	}
 	rules := make([]acl.Rule, 0, len(strs))
-	var errs conf.Errors
+	var errs strictyaml.Errors
 	for i, s := range strs {
 		p, err := acl.ParsePrefix(s)
 		if err != nil {
@@ -367,7 +368,7 @@ func (m *Manager) get(ctx context.Context, e *entry) (body []byte, meta Meta, no
 	}
 	switch u.Scheme {
 	case "file":
-		body, _, err = conf.ReadFile(ctx, u.Path, limit)
+		body, _, err = safefile.ReadFile(ctx, u.Path, limit)
 		if err != nil {
 			return nil, meta, false, err
 		}
@@ -427,7 +428,7 @@ func cachePaths(e *entry) (body, meta string) {
 // readCache makes the copy in state_dir e's copy, when it is still a good list for e's include.
 func (m *Manager) readCache(ctx context.Context, e *entry) {
 	bodyPath, metaPath := cachePaths(e)
-	raw, _, err := conf.ReadFile(ctx, metaPath, 1<<20)
+	raw, _, err := safefile.ReadFile(ctx, metaPath, 1<<20)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			m.log.Warn("url include: cannot read the cached copy", "source", e.r.Name(), "file", metaPath, "err", err)
@@ -443,7 +444,7 @@ func (m *Manager) readCache(ctx context.Context, e *entry) {
 	if limit <= 0 {
 		limit = acl.DefaultMaxFileSize
 	}
-	body, _, err := conf.ReadFile(ctx, bodyPath, limit)
+	body, _, err := safefile.ReadFile(ctx, bodyPath, limit)
 	if err != nil {
 		m.log.Warn("url include: cannot read the cached copy", "source", e.r.Name(), "file", bodyPath, "err", err)
 		return

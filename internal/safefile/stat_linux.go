@@ -1,6 +1,4 @@
-//go:build darwin || freebsd || netbsd
-
-package conf
+package safefile
 
 import (
 	"io/fs"
@@ -13,7 +11,7 @@ const openFlags = syscall.O_NONBLOCK | syscall.O_NOCTTY
 // sysStat returns the device, inode and change time (ns) of fi.
 func sysStat(fi fs.FileInfo) (dev, ino uint64, ctime int64) {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return uint64(st.Dev), uint64(st.Ino), st.Ctimespec.Nano()
+		return uint64(st.Dev), st.Ino, st.Ctim.Nano()
 	}
 	return 0, 0, 0
 }

@@ -1,4 +1,7 @@
-package conf
+// Package safefile is the one reader of peergate's configuration and list files: it refuses what
+// is not a regular file before opening it, bounds the bytes read, and never returns the bytes of a
+// file that changed while it was read. Source records what a load saw, for change watching.
+package safefile
 
 import (
 	"context"

@@ -1,7 +1,7 @@
-// Package conf holds what peergate's strict YAML loaders share: errors that name a file, a line
+// Package strictyaml holds what peergate's strict YAML loaders share: errors that name a file, a line
 // and a value, a bounded collector for them, and walkers over yaml.v3 nodes that reject duplicate
 // keys and wrong shapes. Package acl re-exports its error types.
-package conf
+package strictyaml
 
 import (
 	"bytes"

@@ -1,6 +1,6 @@
 //go:build !linux && !darwin && !freebsd && !netbsd
 
-package conf
+package safefile
 
 import "io/fs"
 
