@@ -75,7 +75,44 @@ func Lint(spec Spec) ([]Finding, error) {
 	if err != nil {
 		return nil, err
 	}
-	used := make([]bool, len(a.rules)) // decides at least one segment
+	l := &linter{a: a, used: usedRules(a)}
+	var have6 bool
+	l.all4Rule, have6 = wholeFamilies(a)
+	for i := range a.rules {
+		l.rule(i)
+	}
+	if r := l.all4Rule; r != nil && r.Action == Deny && a.def == Allow && !have6 {
+		l.add(NotIPv6, r, nil, "it denies all of IPv4, but IPv6 peers are left to default allow; add \"::/0\" to deny them too")
+	}
+	if a.def == Deny && l.allows == 0 && a.unix == Deny {
+		l.add(DeniesAll, nil, nil, "default deny and no allow rule that decides any address: every peer is denied")
+	}
+	sortFindings(l.out)
+	return l.out, nil
+}
+
+// linter is the state of Lint's walk over the sorted rules of a. Rules are sorted so that a
+// prefix precedes those it contains, and equal prefixes are adjacent with the deciding one first
+// (deny before allow, then in the order written): a stack of enclosing rules gives each rule its
+// parent.
+type linter struct {
+	a          *ACL
+	used       []bool // by rule: decides at least one segment
+	out        []Finding
+	stack      []*Rule
+	first      *Rule // deciding rule of the current run of equal prefixes
+	firstAllow *Rule // first allow rule of that run when it conflicts with a deny
+	allows     int   // allow rules that decide at least one address
+	all4Rule   *Rule // the first rule for 0.0.0.0/0; nil: none
+}
+
+func (l *linter) add(k Kind, r, other *Rule, msg string) {
+	l.out = append(l.out, Finding{k, r, other, msg})
+}
+
+// usedRules reports, by rule of a, whether it decides at least one segment.
+func usedRules(a *ACL) []bool {
+	used := make([]bool, len(a.rules))
 	for _, vals := range [][]uint32{a.v4.vals, a.v6.vals} {
 		for _, v := range vals {
 			if r := v >> 1; r != 0 {
@@ -83,18 +120,12 @@ func Lint(spec Spec) ([]Finding, error) {
 			}
 		}
 	}
-	var out []Finding
-	add := func(k Kind, r, other *Rule, msg string) { out = append(out, Finding{k, r, other, msg}) }
+	return used
+}
 
-	// Rules are sorted so that a prefix precedes those it contains, and equal prefixes are adjacent
-	// with the deciding one first (deny before allow, then in the order written): a stack of
-	// enclosing rules gives each rule its parent.
-	var stack []*Rule
-	var first *Rule      // deciding rule of the current run of equal prefixes
-	var firstAllow *Rule // first allow rule of that run when it conflicts with a deny
-	allows := 0          // allow rules that decide at least one address
-	var all4Rule *Rule
-	have6 := false
+// wholeFamilies returns the first rule of a for all of IPv4 (nil: none), and whether a has one
+// for all of IPv6.
+func wholeFamilies(a *ACL) (all4Rule *Rule, have6 bool) {
 	for i := range a.rules {
 		switch r := &a.rules[i]; r.Prefix {
 		case all4:
@@ -105,60 +136,78 @@ func Lint(spec Spec) ([]Finding, error) {
 			have6 = true
 		}
 	}
-	for i := range a.rules {
-		r := &a.rules[i]
-		if r.Action == Allow && used[i] {
-			allows++ // an allow rule that decides some address
-		}
-		if r.Prefix.Addr().Is6() && r.Prefix.Bits() < 96 && r.Prefix.Contains(mapped) && all4Rule == nil {
-			add(NotIPv4, r, nil, "IPv4 and IPv4-mapped peers are judged by IPv4 rules only; add 0.0.0.0/0 if they are meant too")
-		}
-		if r.Prefix.Bits() >= linkLocal.Bits() && linkLocal.Contains(r.Prefix.Addr()) {
-			add(LinkLocal, r, nil, "link-local addresses are unique only on one link and rules carry no zone: it matches that address on every interface")
-		}
-		if first != nil && first.Prefix == r.Prefix {
-			switch {
-			case r.Action == first.Action:
-				add(Duplicate, r, first, "same rule at "+first.Origin.String())
-			case firstAllow == nil:
-				firstAllow = r
-				add(Conflict, r, first, "same prefix is denied at "+first.Origin.String()+"; deny wins, so this rule never decides")
-			default:
-				add(Duplicate, r, firstAllow, "same rule at "+firstAllow.Origin.String())
-			}
-			continue
-		}
-		first, firstAllow = r, nil
-		conflicted := false // the same prefix is also written with the other action
-		for j := i + 1; j < len(a.rules) && a.rules[j].Prefix == r.Prefix; j++ {
-			if a.rules[j].Action != r.Action {
-				conflicted = true
-				break
-			}
-		}
-		for len(stack) > 0 && !stack[len(stack)-1].Prefix.Contains(r.Prefix.Addr()) {
-			stack = stack[:len(stack)-1]
-		}
-		var parent *Rule
-		inherited, from := a.def, "the default"
-		if len(stack) > 0 {
-			parent = stack[len(stack)-1]
-			inherited, from = parent.Action, parent.Prefix.String()+" at "+parent.Origin.String()
-		}
-		switch {
-		case !used[i]:
-			add(Hidden, r, nil, "more specific rules cover all of it, so it never decides")
-		case inherited == r.Action && !conflicted:
-			add(Redundant, r, parent, "changes nothing: "+from+" already "+verb(r.Action, "allows", "denies")+" it")
-		}
-		stack = append(stack, r)
+	return all4Rule, have6
+}
+
+// rule lints the i-th rule of the walk.
+func (l *linter) rule(i int) {
+	r := &l.a.rules[i]
+	if r.Action == Allow && l.used[i] {
+		l.allows++ // an allow rule that decides some address
 	}
-	if r := all4Rule; r != nil && r.Action == Deny && a.def == Allow && !have6 {
-		add(NotIPv6, r, nil, "it denies all of IPv4, but IPv6 peers are left to default allow; add \"::/0\" to deny them too")
+	if r.Prefix.Addr().Is6() && r.Prefix.Bits() < 96 && r.Prefix.Contains(mapped) && l.all4Rule == nil {
+		l.add(NotIPv4, r, nil, "IPv4 and IPv4-mapped peers are judged by IPv4 rules only; add 0.0.0.0/0 if they are meant too")
 	}
-	if a.def == Deny && allows == 0 && a.unix == Deny {
-		add(DeniesAll, nil, nil, "default deny and no allow rule that decides any address: every peer is denied")
+	if r.Prefix.Bits() >= linkLocal.Bits() && linkLocal.Contains(r.Prefix.Addr()) {
+		l.add(LinkLocal, r, nil, "link-local addresses are unique only on one link and rules carry no zone: it matches that address on every interface")
 	}
+	if l.repeats(r) {
+		return
+	}
+	l.first, l.firstAllow = r, nil
+	l.nest(i, r)
+}
+
+// repeats lints r when it repeats the prefix of the current run's deciding rule, and reports
+// whether it does.
+func (l *linter) repeats(r *Rule) bool {
+	first := l.first
+	if first == nil || first.Prefix != r.Prefix {
+		return false
+	}
+	switch {
+	case r.Action == first.Action:
+		l.add(Duplicate, r, first, "same rule at "+first.Origin.String())
+	case l.firstAllow == nil:
+		l.firstAllow = r
+		l.add(Conflict, r, first, "same prefix is denied at "+first.Origin.String()+"; deny wins, so this rule never decides")
+	default:
+		l.add(Duplicate, r, l.firstAllow, "same rule at "+l.firstAllow.Origin.String())
+	}
+	return true
+}
+
+// nest lints the i-th rule r, the first of its prefix, against the rule enclosing it (or the
+// default), and pushes it on the stack.
+func (l *linter) nest(i int, r *Rule) {
+	a := l.a
+	conflicted := false // the same prefix is also written with the other action
+	for j := i + 1; j < len(a.rules) && a.rules[j].Prefix == r.Prefix; j++ {
+		if a.rules[j].Action != r.Action {
+			conflicted = true
+			break
+		}
+	}
+	for len(l.stack) > 0 && !l.stack[len(l.stack)-1].Prefix.Contains(r.Prefix.Addr()) {
+		l.stack = l.stack[:len(l.stack)-1]
+	}
+	var parent *Rule
+	inherited, from := a.def, "the default"
+	if len(l.stack) > 0 {
+		parent = l.stack[len(l.stack)-1]
+		inherited, from = parent.Action, parent.Prefix.String()+" at "+parent.Origin.String()
+	}
+	switch {
+	case !l.used[i]:
+		l.add(Hidden, r, nil, "more specific rules cover all of it, so it never decides")
+	case inherited == r.Action && !conflicted:
+		l.add(Redundant, r, parent, "changes nothing: "+from+" already "+verb(r.Action, "allows", "denies")+" it")
+	}
+	l.stack = append(l.stack, r)
+}
+
+// sortFindings orders findings by where their rule was written, those of no rule last.
+func sortFindings(out []Finding) {
 	slices.SortStableFunc(out, func(x, y Finding) int {
 		switch {
 		case x.Rule == nil || y.Rule == nil:
@@ -168,7 +217,6 @@ func Lint(spec Spec) ([]Finding, error) {
 		}
 		return cmp.Compare(x.Rule.Origin.Line, y.Rule.Origin.Line)
 	})
-	return out, nil
 }
 
 func verb(a Action, allow, deny string) string {
