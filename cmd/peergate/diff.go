@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net/netip"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -155,118 +156,147 @@ func cmdDiff(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return status
 	}
-	// The two files load in parallel: with big lists, loading is most of the time.
-	var newA *config.ACL
+	oldA, newA, err := loadDiffPair(d)
+	if err != nil {
+		return fail(stderr, "diff", err)
+	}
+	r := &diffResult{d: d, old: oldA, new: newA, changes: acl.Diff(oldA.ACL, newA.ACL)}
+	r.unixOld, r.unixNew = oldA.ACL.Unix().Action, newA.ACL.Unix().Action
+	r.unixChanged = r.unixOld != r.unixNew || unixRulesKey(oldA.ACL) != unixRulesKey(newA.ACL)
+	for i := range r.nowDenied {
+		r.nowDenied[i], r.nowAllowed[i] = new(big.Int), new(big.Int)
+	}
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	if d.json {
+		err = r.writeJSON(w)
+	} else {
+		r.writeText(w)
+	}
+	if err != nil {
+		return fail(stderr, "diff", err)
+	}
+	if err := w.Flush(); err != nil {
+		return fail(stderr, "diff", err)
+	}
+	if len(r.changes) == 0 && !r.unixChanged {
+		return exitOK
+	}
+	return exitDenied
+}
+
+// loadDiffPair loads the two ACLs of d, in parallel: with big lists, loading is most of the time.
+// When both fail, the old one's error is returned.
+func loadDiffPair(d diffArgs) (oldA, newA *config.ACL, err error) {
 	var newErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		newA, newErr = pickDiff(d.new, d.newACL, d.oldACL)
 	}()
-	oldA, err := pickDiff(d.old, d.oldACL, "")
+	oldA, err = pickDiff(d.old, d.oldACL, "")
 	<-done
 	if err != nil {
-		return fail(stderr, "diff", err)
+		return nil, nil, err
 	}
 	if newErr != nil {
-		return fail(stderr, "diff", newErr)
+		return nil, nil, newErr
 	}
-	changes := acl.Diff(oldA.ACL, newA.ACL)
-	unixOld, unixNew := oldA.ACL.Unix().Action, newA.ACL.Unix().Action
+	return oldA, newA, nil
+}
 
-	// Totals, by family and direction.
-	var nowDenied, nowAllowed [2]*big.Int // [IPv4, IPv6]
-	for i := range nowDenied {
-		nowDenied[i], nowAllowed[i] = new(big.Int), new(big.Int)
+// diffResult is what cmdDiff found, with the totals its writers add up by family ([IPv4, IPv6])
+// and direction as they go through the changes.
+type diffResult struct {
+	d                     diffArgs
+	old, new              *config.ACL
+	changes               []acl.Change
+	unixOld, unixNew      acl.Action
+	unixChanged           bool
+	nowDenied, nowAllowed [2]*big.Int
+	nprefixes             int
+}
+
+// count adds c to the totals and returns its number of addresses and its prefixes.
+func (r *diffResult) count(c acl.Change) (*big.Int, []netip.Prefix) {
+	fam := 0
+	if c.First.Is6() {
+		fam = 1
 	}
-	nprefixes := 0
-	w := bufio.NewWriter(stdout)
-	defer w.Flush()
-	var tw *tabwriter.Writer
-	var report diffReport
-	if d.json {
-		report = diffReport{Old: d.old, New: d.new, Changes: make([]diffChange, 0, len(changes))}
+	n := c.Count()
+	if c.New.Allowed() {
+		r.nowAllowed[fam].Add(r.nowAllowed[fam], n)
 	} else {
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		if len(changes) > 0 {
-			fmt.Fprintln(tw, "prefix\tverdict\taddresses\told rule\tnew rule")
-		}
+		r.nowDenied[fam].Add(r.nowDenied[fam], n)
 	}
-	for _, c := range changes {
-		fam := 0
-		if c.First.Is6() {
-			fam = 1
+	ps := c.Prefixes()
+	r.nprefixes += len(ps)
+	return n, ps
+}
+
+// writeJSON writes the changes, the Unix-domain change and the totals as one JSON document.
+func (r *diffResult) writeJSON(w io.Writer) error {
+	report := diffReport{Old: r.d.old, New: r.d.new, Changes: make([]diffChange, 0, len(r.changes))}
+	for _, c := range r.changes {
+		n, ps := r.count(c)
+		o, nw := sideOf(c.Old, r.old, r.d.old), sideOf(c.New, r.new, r.d.new)
+		dc := diffChange{First: c.First.String(), Last: c.Last.String(), Addresses: n.String(), Old: o, New: nw}
+		for _, p := range ps {
+			dc.Prefixes = append(dc.Prefixes, p.String())
 		}
-		n := c.Count()
-		if c.New.Allowed() {
-			nowAllowed[fam].Add(nowAllowed[fam], n)
-		} else {
-			nowDenied[fam].Add(nowDenied[fam], n)
-		}
-		ps := c.Prefixes()
-		nprefixes += len(ps)
-		o, nw := sideOf(c.Old, oldA, d.old), sideOf(c.New, newA, d.new)
-		if d.json {
-			dc := diffChange{First: c.First.String(), Last: c.Last.String(), Addresses: n.String(), Old: o, New: nw}
-			for _, p := range ps {
-				dc.Prefixes = append(dc.Prefixes, p.String())
-			}
-			report.Changes = append(report.Changes, dc)
-			continue
-		}
+		report.Changes = append(report.Changes, dc)
+	}
+	if r.unixChanged {
+		report.Unix = &diffUnix{r.unixOld.String(), r.unixNew.String()}
+	}
+	report.Summary = map[string]any{
+		"ranges": len(r.changes), "prefixes": r.nprefixes,
+		"ipv4_now_denied": r.nowDenied[0].String(), "ipv4_now_allowed": r.nowAllowed[0].String(),
+		"ipv6_now_denied": r.nowDenied[1].String(), "ipv6_now_allowed": r.nowAllowed[1].String(),
+		"unix_changed": r.unixChanged,
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(report)
+}
+
+// writeText writes a table of the changed prefixes and the Unix-domain change, then a summary line.
+func (r *diffResult) writeText(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if len(r.changes) > 0 {
+		fmt.Fprintln(tw, "prefix\tverdict\taddresses\told rule\tnew rule")
+	}
+	for _, c := range r.changes {
+		_, ps := r.count(c)
+		o, nw := sideOf(c.Old, r.old, r.d.old), sideOf(c.New, r.new, r.d.new)
 		for _, p := range ps {
 			size := new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
 			fmt.Fprintf(tw, "%s\t%s -> %s\t%s\t%s %s\t%s %s\n", p, o.Action, nw.Action, size, o.Rule, o.Origin, nw.Rule, nw.Origin)
 		}
 	}
-	unixChanged := unixOld != unixNew || unixRulesKey(oldA.ACL) != unixRulesKey(newA.ACL)
-	summary := map[string]any{
-		"ranges": len(changes), "prefixes": nprefixes,
-		"ipv4_now_denied": nowDenied[0].String(), "ipv4_now_allowed": nowAllowed[0].String(),
-		"ipv6_now_denied": nowDenied[1].String(), "ipv6_now_allowed": nowAllowed[1].String(),
-		"unix_changed": unixChanged,
-	}
-	if d.json {
-		if unixChanged {
-			report.Unix = &diffUnix{unixOld.String(), unixNew.String()}
+	oldA, newA := r.old.ACL, r.new.ACL
+	if r.unixChanged {
+		if r.unixOld != r.unixNew {
+			fmt.Fprintf(tw, "unix\t%s -> %s\t-\tunix policy %s\tunix policy %s\n", r.unixOld, r.unixNew, r.d.old, r.d.new)
 		}
-		report.Summary = summary
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(report); err != nil {
-			return fail(stderr, "diff", err)
-		}
-	} else {
-		if unixChanged {
-			if unixOld != unixNew {
-				fmt.Fprintf(tw, "unix\t%s -> %s\t-\tunix policy %s\tunix policy %s\n", unixOld, unixNew, d.old, d.new)
-			}
-			if ok, nk := unixRulesKey(oldA.ACL), unixRulesKey(newA.ACL); ok != nk {
-				fmt.Fprintf(tw, "unix\tentries\t-\t%s\t%s\n", describeUnixRules(oldA.ACL), describeUnixRules(newA.ACL))
-			}
-		}
-		tw.Flush()
-		if len(changes) == 0 && !unixChanged {
-			fmt.Fprintf(w, "no change: %s and %s decide every address and Unix-domain peer alike\n", d.old, d.new)
-		} else {
-			fmt.Fprintf(w, "%d prefixes in %d ranges change verdict: IPv4 %s now denied, %s now allowed; IPv6 %s now denied, %s now allowed",
-				nprefixes, len(changes), nowDenied[0], nowAllowed[0], nowDenied[1], nowAllowed[1])
-			if unixOld != unixNew {
-				fmt.Fprintf(w, "; Unix-domain peers now %s by default", map[acl.Action]string{acl.Allow: "allowed", acl.Deny: "denied"}[unixNew])
-			}
-			if unixRulesKey(oldA.ACL) != unixRulesKey(newA.ACL) {
-				fmt.Fprint(w, "; the unix policy's uid/gid entries change")
-			}
-			fmt.Fprintln(w)
+		if ok, nk := unixRulesKey(oldA), unixRulesKey(newA); ok != nk {
+			fmt.Fprintf(tw, "unix\tentries\t-\t%s\t%s\n", describeUnixRules(oldA), describeUnixRules(newA))
 		}
 	}
-	if err := w.Flush(); err != nil {
-		return fail(stderr, "diff", err)
+	tw.Flush()
+	if len(r.changes) == 0 && !r.unixChanged {
+		fmt.Fprintf(w, "no change: %s and %s decide every address and Unix-domain peer alike\n", r.d.old, r.d.new)
+		return
 	}
-	if len(changes) == 0 && !unixChanged {
-		return exitOK
+	fmt.Fprintf(w, "%d prefixes in %d ranges change verdict: IPv4 %s now denied, %s now allowed; IPv6 %s now denied, %s now allowed",
+		r.nprefixes, len(r.changes), r.nowDenied[0], r.nowAllowed[0], r.nowDenied[1], r.nowAllowed[1])
+	if r.unixOld != r.unixNew {
+		fmt.Fprintf(w, "; Unix-domain peers now %s by default", map[acl.Action]string{acl.Allow: "allowed", acl.Deny: "denied"}[r.unixNew])
 	}
-	return exitDenied
+	if unixRulesKey(oldA) != unixRulesKey(newA) {
+		fmt.Fprint(w, "; the unix policy's uid/gid entries change")
+	}
+	fmt.Fprintln(w)
 }
 
 // unixRulesKey returns what a's unix-policy entries decide, in a canonical form, so that two ACLs
