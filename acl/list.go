@@ -18,6 +18,12 @@ func ParseList(name string, r io.Reader, act Action) ([]Rule, error) {
 	return parseList(name, r, act, 0)
 }
 
+// ParseListBytes is ParseList for a list already in memory (a fetched body): it sizes the rules
+// from the number of lines up front, so a big list is parsed without growing the slice.
+func ParseListBytes(name string, data []byte, act Action) ([]Rule, error) {
+	return parseList(name, bytes.NewReader(data), act, bytes.Count(data, []byte{'\n'})+1)
+}
+
 // parseList is ParseList with room for hint rules made up front.
 func parseList(name string, r io.Reader, act Action, hint int) ([]Rule, error) {
 	rules := make([]Rule, 0, hint)
@@ -75,5 +81,5 @@ func (l *Loader) LoadList(ctx context.Context, path string, act Action) ([]Rule,
 	}
 	// Size the rules exactly: a big list is most of an ACL's memory, and growing it by doubling
 	// would touch twice the pages.
-	return parseList(path, bytes.NewReader(data), act, bytes.Count(data, []byte{'\n'})+1)
+	return ParseListBytes(path, data, act)
 }

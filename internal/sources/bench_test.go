@@ -68,3 +68,45 @@ func benchChanged(b *testing.B, cached bool) {
 		}
 	}
 }
+
+// BenchmarkApplyChanged: a changed 1 M-prefix list from fetch to compiled ACL, as a refresh and
+// the reload it triggers do it: the fetch, parse and check of the new list, then the load of an
+// ACL file that includes it by URL (Resolve answers from the fresh copy) and acl.New.
+func BenchmarkApplyChanged(b *testing.B) {
+	for _, cached := range []bool{true, false} {
+		name := "memory"
+		if cached {
+			name = "state_dir"
+		}
+		b.Run(name, func(b *testing.B) {
+			m, e, f := benchEntry(b)
+			dir := b.TempDir()
+			if !cached {
+				e.dir, dir = "", ""
+			}
+			spec := []byte("default: allow\ninclude:\n  - {url: \"" + e.r.URL + "\", action: deny, refresh: 1h, max_shrink: 1}\n")
+			bodies := []string{list(1_000_000 - 1), list(1_000_000)}
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				f.set(func(f *feed) { f.body = bodies[i%2] })
+				b.StartTimer()
+				e.fetch.Lock()
+				changed, err := m.fetchLocked(context.Background(), e)
+				e.fetch.Unlock()
+				if err != nil || !changed {
+					b.Fatal(changed, err)
+				}
+				l := &acl.Loader{Resolver: m.For(dir)}
+				s, err := l.ParseSpec(context.Background(), "acl.yaml", spec)
+				if err != nil {
+					b.Fatal(err)
+				}
+				a, err := acl.New(s)
+				if want := 1_000_000 - 1 + i%2; err != nil || a.Len() != want {
+					b.Fatal(err, a.Len(), want)
+				}
+			}
+		})
+	}
+}

@@ -80,6 +80,7 @@ type entry struct {
 	rules  []acl.Rule
 	meta   Meta
 	retry  time.Time // after a failed refresh: when to try again
+	size   int64     // bytes of the last body: the buffer size of the next fetch without Content-Length
 }
 
 // Meta is what the cache keeps beside a copy of a list.
@@ -286,13 +287,25 @@ func (m *Manager) fetchLocked(ctx context.Context, e *entry) (bool, error) {
 		m.fetches.WithLabelValues(name, "unchanged").Inc()
 		return false, nil
 	}
+	// The copy for state_dir is written and synced while the list is parsed and checked (the
+	// two take about as long for a big list), and put in place only once it is found good.
+	var save *staged
+	if e.dir != "" {
+		bodyPath, _ := cachePaths(e)
+		save = stage(bodyPath, body)
+	}
 	rules, reason, err := m.check(e, body, meta.SHA256)
 	if err != nil {
+		save.abort()
 		return fail(reason, err)
 	}
 	meta.Fetched, meta.Checked, meta.Entries = now, now, len(rules)
-	e.rules, e.meta, e.good = rules, meta, true
-	m.saveCache(e, body)
+	e.rules, e.meta, e.good, e.size = rules, meta, true, int64(len(body))
+	if err := save.commit(); err != nil {
+		m.log.Warn("url include: cannot cache the copy", "source", name, "err", err)
+	} else {
+		m.saveMeta(e)
+	}
 	m.lastOK.WithLabelValues(name).Set(float64(now.Unix()))
 	m.count.WithLabelValues(name).Set(float64(len(rules)))
 	m.fetches.WithLabelValues(name, "changed").Inc()
@@ -328,7 +341,7 @@ func (m *Manager) check(e *entry, body []byte, sum string) ([]acl.Rule, string, 
 // line (plain) or the position among the selected strings (JSON).
 func Parse(r acl.Remote, body []byte) ([]acl.Rule, error) {
 	if r.Select == "" {
-		return acl.ParseList(r.Name(), bytes.NewReader(body), r.Action)
+		return acl.ParseListBytes(r.Name(), body, r.Action)
 	}
 	sel, err := ParseSelector(r.Select)
 	if err != nil {
@@ -402,10 +415,18 @@ func (m *Manager) get(ctx context.Context, e *entry) (body []byte, meta Meta, no
 		if resp.StatusCode != http.StatusOK {
 			return nil, meta, false, fmt.Errorf("%w %s", ErrStatus, resp.Status)
 		}
-		body, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
+		// Size the buffer up front from Content-Length, else from the last body: growing a
+		// big body by doubling copies it about twice over.
+		hint := e.size
+		if resp.ContentLength >= 0 {
+			hint = resp.ContentLength
+		}
+		buf := bytes.NewBuffer(make([]byte, 0, min(hint, limit)+bytes.MinRead))
+		_, err = buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
 		if err != nil { // cut short (Content-Length or chunking not met) or too slow
 			return nil, meta, false, fmt.Errorf("reading the body: %w", err)
 		}
+		body = buf.Bytes()
 		if int64(len(body)) > limit {
 			return nil, meta, false, fmt.Errorf("%w (%d bytes)", ErrTooLarge, limit)
 		}
@@ -460,21 +481,8 @@ func (m *Manager) readCache(ctx context.Context, e *entry) {
 		return
 	}
 	meta.Entries = len(rules)
-	e.rules, e.meta, e.good = rules, meta, true
+	e.rules, e.meta, e.good, e.size = rules, meta, true, int64(len(body))
 	m.count.WithLabelValues(e.r.Name()).Set(float64(len(rules)))
-}
-
-// saveCache writes e's copy to state_dir, each file replaced atomically (temp file, rename).
-func (m *Manager) saveCache(e *entry, body []byte) {
-	if e.dir == "" {
-		return
-	}
-	bodyPath, _ := cachePaths(e)
-	if err := writeAtomic(bodyPath, body); err != nil {
-		m.log.Warn("url include: cannot cache the copy", "source", e.r.Name(), "err", err)
-		return
-	}
-	m.saveMeta(e)
 }
 
 func (m *Manager) saveMeta(e *entry) {
@@ -488,25 +496,73 @@ func (m *Manager) saveMeta(e *entry) {
 	}
 }
 
-func writeAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+func writeAtomic(path string, data []byte) error { return stage(path, data).commit() }
+
+// staged is a file being written and synced in the background, beside the path it will replace.
+type staged struct {
+	path, tmp string
+	done      chan struct{}
+	err       error
+}
+
+// stage starts writing data to a temporary file in the directory of path; commit then renames it
+// to path (an atomic replacement), abort removes it. data must not change until then.
+func stage(path string, data []byte) *staged {
+	s := &staged{path: path, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		s.tmp, s.err = writeTemp(path, data)
+	}()
+	return s
+}
+
+// commit waits for the write and puts the file in place; a nil s does nothing.
+func (s *staged) commit() error {
+	if s == nil {
+		return nil
+	}
+	<-s.done
+	if s.err != nil {
+		return s.err
+	}
+	if err := os.Rename(s.tmp, s.path); err != nil {
+		os.Remove(s.tmp)
 		return err
+	}
+	return nil
+}
+
+// abort waits for the write and removes the file; a nil s does nothing.
+func (s *staged) abort() {
+	if s == nil {
+		return
+	}
+	<-s.done
+	if s.err == nil {
+		os.Remove(s.tmp)
+	}
+}
+
+// writeTemp writes data to a new temporary file in the directory of path, synced, and returns its
+// name.
+func writeTemp(path string, data []byte) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
-		return err
+		return "", err
 	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if err := f.Close(); err != nil {
-		return err
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
 	}
-	return os.Rename(f.Name(), path)
+	return f.Name(), nil
 }
