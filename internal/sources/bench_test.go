@@ -107,6 +107,9 @@ func BenchmarkApplyChanged(b *testing.B) {
 					b.Fatal(err, a.Len(), want)
 				}
 			}
+			b.StopTimer()
+			// What the source holds beside the ACL once the load took its rules.
+			b.ReportMetric(float64(len(e.body)+(len(e.rules)+len(e.fresh))*ruleSize)/1e6, "held-MB")
 		})
 	}
 }

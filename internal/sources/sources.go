@@ -27,6 +27,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/internal/safefile"
@@ -76,11 +77,17 @@ type entry struct {
 	r      acl.Remote
 	dir    string // state_dir; "": memory only
 	active bool   // used by the running config: Run refreshes it
-	good   bool   // rules and meta hold a good copy
-	rules  []acl.Rule
-	meta   Meta
-	retry  time.Time // after a failed refresh: when to try again
-	size   int64     // bytes of the last body: the buffer size of the next fetch without Content-Length
+	good   bool   // meta and rules or body hold a good copy
+	// The good copy is kept in the smaller of two forms: its rules, handed to every load, or its
+	// body, parsed again by each load but the first (a plain list's body is a third of its rules'
+	// memory, and the compiled ACL holds the rules already). fresh holds the rules parsed from
+	// body until the first load takes them.
+	rules []acl.Rule
+	body  []byte
+	fresh []acl.Rule
+	meta  Meta
+	retry time.Time // after a failed refresh: when to try again
+	size  int64     // bytes of the last body: the buffer size of the next fetch without Content-Length
 }
 
 // Meta is what the cache keeps beside a copy of a list.
@@ -155,7 +162,7 @@ func (b *Binding) Resolve(ctx context.Context, r acl.Remote) ([]acl.Rule, error)
 		m.readCache(ctx, e)
 	}
 	if e.good && time.Since(e.meta.Checked) < refresh(r) {
-		return e.rules, nil
+		return e.take()
 	}
 	if _, err := m.fetchLocked(ctx, e); err != nil {
 		if !e.good {
@@ -163,7 +170,38 @@ func (b *Binding) Resolve(ctx context.Context, r acl.Remote) ([]acl.Rule, error)
 		}
 		m.log.Warn("url include: keeping the last good copy", "source", r.Name(), "fetched", e.meta.Fetched, "entries", e.meta.Entries, "err", err)
 	}
-	return e.rules, nil
+	return e.take()
+}
+
+// ruleSize is the memory of one acl.Rule, Origin string header included (not its bytes, which
+// the rules of a list share).
+const ruleSize = int(unsafe.Sizeof(acl.Rule{}))
+
+// keep makes rules, parsed from body, e's good copy, in the smaller form (e.fetch held).
+func (e *entry) keep(rules []acl.Rule, body []byte, meta Meta) {
+	e.meta, e.good, e.size = meta, true, int64(len(body))
+	if len(rules)*ruleSize <= len(body) {
+		e.rules, e.body, e.fresh = rules, nil, nil
+		return
+	}
+	if cap(body)-len(body) > 64<<10 {
+		body = bytes.Clone(body) // the fetch's buffer was sized for a bigger body
+	}
+	e.rules, e.body, e.fresh = nil, body, rules
+}
+
+// take returns the rules of e's good copy for a load (e.fetch held).
+func (e *entry) take() ([]acl.Rule, error) {
+	switch {
+	case e.rules != nil:
+		return e.rules, nil
+	case e.fresh != nil:
+		rules := e.fresh
+		e.fresh = nil
+		return rules, nil
+	}
+	rules, err := Parse(e.r, e.body) // parsed once before: fails only if the parser changed
+	return slices.Clip(rules), err
 }
 
 func refresh(r acl.Remote) time.Duration {
@@ -300,7 +338,7 @@ func (m *Manager) fetchLocked(ctx context.Context, e *entry) (bool, error) {
 		return fail(reason, err)
 	}
 	meta.Fetched, meta.Checked, meta.Entries = now, now, len(rules)
-	e.rules, e.meta, e.good, e.size = rules, meta, true, int64(len(body))
+	e.keep(rules, body, meta)
 	if err := save.commit(); err != nil {
 		m.log.Warn("url include: cannot cache the copy", "source", name, "err", err)
 	} else {
@@ -481,7 +519,7 @@ func (m *Manager) readCache(ctx context.Context, e *entry) {
 		return
 	}
 	meta.Entries = len(rules)
-	e.rules, e.meta, e.good, e.size = rules, meta, true, int64(len(body))
+	e.keep(rules, body, meta)
 	m.count.WithLabelValues(e.r.Name()).Set(float64(len(rules)))
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,8 +208,8 @@ func TestSlowBody(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("slow body: %v, want a deadline", err)
 	}
-	if len(e.rules) != 20 {
-		t.Fatalf("copy in use: %d rules", len(e.rules))
+	if rules, err := e.take(); len(rules) != 20 {
+		t.Fatalf("copy in use: %d rules, %v", len(rules), err)
 	}
 }
 
@@ -296,5 +297,32 @@ func TestFileURL(t *testing.T) {
 	rules, err := New(quiet(), nil).For("").Resolve(context.Background(), acl.Remote{URL: "file://" + p, Action: acl.Deny})
 	if err != nil || len(rules) != 1 || rules[0].Prefix != netip.MustParsePrefix("192.0.2.0/24") {
 		t.Fatalf("%v %v", rules, err)
+	}
+}
+
+// A plain list is kept as its body, a third of its rules' memory: the first load takes the rules
+// parsed at the fetch, later loads parse the body again and get the same rules.
+func TestCopyKeptAsBody(t *testing.T) {
+	_, srv := newFeed(t, list(1000))
+	m := New(quiet(), nil)
+	r := acl.Remote{URL: srv.URL + "/drop.txt", Action: acl.Deny, Refresh: time.Hour}
+	b := m.For("")
+	first, err := b.Resolve(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := m.entry(r, "")
+	if e.rules != nil || e.fresh != nil || len(e.body) == 0 {
+		t.Fatalf("after the first load: %d rules, %d fresh, %d bytes of body kept", len(e.rules), len(e.fresh), len(e.body))
+	}
+	second, err := b.Resolve(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first) != 1000 || !slices.Equal(first, second) || &first[0] == &second[0] {
+		t.Fatalf("second load: %d rules (shared: %v), want the first load's 1000 rules again", len(second), &first[0] == &second[0])
+	}
+	if got := second[999].Origin.String(); got != r.URL+":1000" {
+		t.Errorf("origin %s", got)
 	}
 }
