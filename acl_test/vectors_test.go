@@ -1,26 +1,15 @@
-// Package acl_test is the black-box conformance suite of package acl: shared vectors that any
-// implementation must pass, and a differential test against a naive reference.
+// Package acl_test is the black-box conformance suite of package acl: the shared vectors
+// (internal/acltest/vectors.yaml) that every implementation of the decision must pass, and a
+// differential test against the naive reference of internal/acltest.
 package acl_test
 
 import (
 	"errors"
-	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/peergate/peergate/acl"
-	"gopkg.in/yaml.v3"
+	"github.com/peergate/peergate/internal/acltest"
 )
-
-type vector struct {
-	Name   string
-	Config string
-	Files  map[string]string
-	Checks [][3]string
-	Error  string
-	Line   int
-}
 
 var sentinels = map[string]error{
 	"ErrMissingDefault": acl.ErrMissingDefault, "ErrHostBits": acl.ErrHostBits, "ErrPrefix": acl.ErrPrefix,
@@ -28,66 +17,55 @@ var sentinels = map[string]error{
 	"ErrDuplicateKey": acl.ErrDuplicateKey, "ErrInclude": acl.ErrInclude, "ErrSyntax": acl.ErrSyntax,
 }
 
+// TestVectors runs the vectors through acl.Load and ACL.Decide (and ACL.Unix): the decisions and
+// their rules, and the errors of those that must fail to load.
 func TestVectors(t *testing.T) {
-	data, err := os.ReadFile("testdata/vectors.yaml")
+	acltest.Run(t, func(t *testing.T, a *acl.ACL, cases []acltest.Case) {
+		for _, c := range cases {
+			var d acl.Decision
+			if c.Unix {
+				d = a.Unix()
+			} else {
+				d = a.Decide(c.Addr)
+			}
+			var rule acl.Rule
+			if d.Rule != nil {
+				rule = *d.Rule
+				if rule.Action != d.Action {
+					t.Errorf("%v: action %v but rule %v", c, d.Action, rule)
+				}
+			}
+			if d.Action != c.Action || rule.Prefix != c.Rule {
+				t.Errorf("%v: Decide says %v", c, d)
+			}
+		}
+	})
+}
+
+func TestVectorErrors(t *testing.T) {
+	vs, err := acltest.Vectors()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var vectors []vector
-	if err := yaml.Unmarshal(data, &vectors); err != nil {
-		t.Fatal(err)
-	}
-	if len(vectors) < 20 {
-		t.Fatalf("only %d vectors loaded", len(vectors))
-	}
-	for _, v := range vectors {
+	n := 0
+	for _, v := range vs {
+		if v.Error == "" {
+			continue
+		}
+		n++
 		t.Run(v.Name, func(t *testing.T) {
-			dir := t.TempDir()
-			for name, text := range v.Files {
-				if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
-					t.Fatal(err)
-				}
+			want, ok := sentinels[v.Error]
+			if !ok {
+				t.Fatalf("vector names unknown error %s", v.Error)
 			}
-			path := filepath.Join(dir, "acl.yaml")
-			if err := os.WriteFile(path, []byte(v.Config), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			a, err := acl.Load(path)
-			if v.Error != "" {
-				want, ok := sentinels[v.Error]
-				if !ok {
-					t.Fatalf("vector names unknown error %s", v.Error)
-				}
-				var pe *acl.PosError
-				if a != nil || !errors.Is(err, want) || !errors.As(err, &pe) || pe.Line != v.Line {
-					t.Fatalf("Load = (ACL %v), %v; want %s at line %d", a != nil, err, v.Error, v.Line)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(v.Checks) == 0 {
-				t.Fatal("vector has no checks")
-			}
-			for _, c := range v.Checks {
-				var d acl.Decision
-				if c[0] == "unix" {
-					d = a.Unix()
-				} else {
-					d = a.Decide(netip.MustParseAddr(c[0]))
-				}
-				rule := "default"
-				if d.Rule != nil {
-					rule = d.Rule.Prefix.String()
-					if d.Rule.Action != d.Action {
-						t.Errorf("%s: action %v but rule %v", c[0], d.Action, d.Rule)
-					}
-				}
-				if d.Action.String() != c[1] || rule != c[2] {
-					t.Errorf("%s: got %s by %s, want %s by %s", c[0], d.Action, rule, c[1], c[2])
-				}
+			a, err := v.Load(t.TempDir())
+			var pe *acl.PosError
+			if a != nil || !errors.Is(err, want) || !errors.As(err, &pe) || pe.Line != v.Line {
+				t.Fatalf("Load = (ACL %v), %v; want %s at line %d", a != nil, err, v.Error, v.Line)
 			}
 		})
+	}
+	if n < 5 {
+		t.Fatalf("only %d error vectors", n)
 	}
 }
