@@ -1,4 +1,4 @@
-package acl
+package acl_test
 
 import (
 	"bufio"
@@ -9,91 +9,47 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 
+	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/internal/acltest"
 	"github.com/yl2chen/cidranger"
 )
 
-// Rule-set shapes for the benchmarks:
-//   - v4: a realistic blocklist, disjoint-ish random IPv4 prefixes of /16 to /32;
+// Rule-set shapes for the benchmarks, by the names their results are reported under:
+//   - v4: a realistic blocklist, distinct random IPv4 prefixes of /16 to /32 (acltest.Block4);
 //   - nested: the worst case, chains of IPv4 prefixes nested /8 ⊃ /9 ⊃ … ⊃ /32, alternating actions;
-//   - v6: random IPv6 prefixes of /32 to /128 under 2000::/3;
-//   - mixed: half v4, half v6.
+//   - v6: random IPv6 prefixes of /32 to /128 under 2000::/3 (acltest.Block6);
+//   - mixed: half v4, half v6 (acltest.BlockMixed).
 var shapes = []string{"v4", "nested", "v6", "mixed"}
 
-func genRules(shape string, n int, seed uint64) []Rule {
-	r := rand.New(rand.NewPCG(seed, 7))
-	seen := make(map[netip.Prefix]bool, n)
-	rules := make([]Rule, 0, n)
-	add := func(p netip.Prefix, a Action) {
-		if p = p.Masked(); !seen[p] && len(rules) < n {
-			seen[p] = true
-			rules = append(rules, Rule{Prefix: p, Action: a, Origin: Origin{"gen", len(rules) + 1}})
-		}
-	}
-	v4 := func() netip.Addr {
-		return netip.AddrFrom4([4]byte{byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())})
-	}
-	v6 := func() netip.Addr {
-		var b [16]byte
-		for i := range b {
-			b[i] = byte(r.Uint32())
-		}
-		b[0] = 0x20 | b[0]&0x1f
-		return netip.AddrFrom16(b)
-	}
-	for len(rules) < n {
-		switch s := shape; {
-		case s == "v4" || s == "mixed" && r.IntN(2) == 0:
-			add(netip.PrefixFrom(v4(), 16+r.IntN(17)), Deny)
-		case s == "v6" || s == "mixed":
-			add(netip.PrefixFrom(v6(), 32+r.IntN(97)), Deny)
-		case s == "nested":
-			a := v4()
-			for bits := 8; bits <= 32; bits++ {
-				add(netip.PrefixFrom(a, bits), Action(bits&1))
-			}
-		}
-	}
-	return rules
+var benchShape = map[string]acltest.Shape{"v4": acltest.Block4, "nested": acltest.Nested, "v6": acltest.Block6, "mixed": acltest.BlockMixed}
+
+func genRules(shape string, n int, seed uint64) []acl.Rule {
+	return acltest.Seeded(benchShape[shape], n, seed)
 }
 
-// probes returns addresses to look up: half inside rules, half random.
-func probes(rules []Rule, shape string) []netip.Addr {
-	r := rand.New(rand.NewPCG(99, 1))
-	out := make([]netip.Addr, 1<<16)
-	for i := range out {
-		p := rules[r.IntN(len(rules))].Prefix
-		b := p.Addr().AsSlice()
-		if i%2 == 1 { // random address of the same family
-			for j := range b {
-				b[j] = byte(r.Uint32())
-			}
-		} else { // a random address inside p: randomise the host bits
-			for j := p.Bits(); j < len(b)*8; j++ {
-				b[j/8] ^= byte(r.IntN(2)) << (7 - j%8)
-			}
-		}
-		out[i], _ = netip.AddrFromSlice(b)
-	}
-	return out
+// probes returns 65536 addresses to look up: half inside rules, half random of the same family.
+func probes(rules []acl.Rule) []netip.Addr {
+	return acltest.Inside(rand.New(rand.NewPCG(99, 1)), acltest.Prefixes(rules), 1<<16)
 }
 
 var (
 	cacheMu sync.Mutex
-	cache   = map[string]*ACL{}
+	cache   = map[string]*acl.ACL{}
 )
 
-func benchACL(b *testing.B, shape string, n int) (*ACL, []netip.Addr) {
+func benchACL(b *testing.B, shape string, n int) (*acl.ACL, []netip.Addr) {
 	cacheMu.Lock()
 	defer cacheMu.Unlock()
 	key := fmt.Sprint(shape, n)
 	rules := genRules(shape, n, 1)
 	if cache[key] == nil {
-		cache[key] = MustNew(Spec{Default: Allow, Rules: rules})
+		cache[key] = acl.MustNew(acl.Spec{Default: acl.Allow, Rules: rules})
 	}
-	return cache[key], probes(rules, shape)
+	return cache[key], probes(rules)
 }
 
 func benchDecide(b *testing.B, n int) {
@@ -122,7 +78,7 @@ func BenchmarkDecide1M(b *testing.B)   { benchDecide(b, 1_000_000) }
 // cidranger's Contains on the same 1 M IPv4 blocklist (the allow/deny answer only, no rule).
 func BenchmarkCidranger1M(b *testing.B) {
 	rules := genRules("v4", 1_000_000, 1)
-	addrs := probes(rules, "v4")
+	addrs := probes(rules)
 	before := heapInUse()
 	rg := cidranger.NewPCTrieRanger()
 	for _, r := range rules {
@@ -152,18 +108,18 @@ func heapInUse() uint64 {
 	return m.HeapInuse
 }
 
-// BenchmarkBuild1M compiles 1 M rules into an ACL and reports the heap the ACL keeps.
+// BenchmarkBuild1M compiles 1 M rules into an acl.ACL and reports the heap the acl.ACL keeps.
 func BenchmarkBuild1M(b *testing.B) {
 	for _, shape := range shapes {
 		b.Run(shape, func(b *testing.B) {
 			rules := genRules(shape, 1_000_000, 2)
-			var a *ACL
+			var a *acl.ACL
 			var heap float64
 			for b.Loop() {
 				b.StopTimer()
 				before := heapInUse()
 				b.StartTimer()
-				a = MustNew(Spec{Default: Allow, Rules: rules})
+				a = acl.MustNew(acl.Spec{Default: acl.Allow, Rules: rules})
 				b.StopTimer()
 				heap = float64(heapInUse()-before) / (1 << 20)
 				b.StartTimer()
@@ -194,13 +150,41 @@ func BenchmarkLoadList1M(b *testing.B) {
 	if err := os.WriteFile(yaml, []byte("default: allow\ninclude: [{path: drop.txt, action: deny}]\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	var a *ACL
+	var a *acl.ACL
 	for b.Loop() {
-		if a, err = Load(yaml); err != nil {
+		if a, err = acl.Load(yaml); err != nil {
 			b.Fatal(err)
 		}
 	}
 	if a.Len() != 1_000_000 {
 		b.Fatalf("loaded %d rules", a.Len())
+	}
+}
+
+// BenchmarkDiff1M diffs two 1 M-rule ACLs: "edit" changes 1% of the rules (a list update),
+// "unrelated" diffs two independent lists (the worst case: most ranges change). BenchmarkBuild1M
+// times building one such acl.ACL, for scale.
+func BenchmarkDiff1M(b *testing.B) {
+	for _, shape := range []string{"v4", "mixed"} {
+		old := genRules(shape, 1_000_000, 2)
+		a := acl.MustNew(acl.Spec{Default: acl.Allow, Rules: old})
+		edit := slices.Clone(old)
+		for i := 0; i < len(edit); i += 100 {
+			edit[i].Action = acl.Allow
+		}
+		for name, nb := range map[string]*acl.ACL{
+			"edit":      acl.MustNew(acl.Spec{Default: acl.Allow, Rules: edit}),
+			"unrelated": acl.MustNew(acl.Spec{Default: acl.Allow, Rules: genRules(shape, 1_000_000, 3)}),
+		} {
+			b.Run(shape+"/"+name, func(b *testing.B) {
+				runtime.GC()
+				var n int
+				for b.Loop() {
+					n = len(acl.Diff(a, nb))
+				}
+				b.ReportMetric(float64(n), "changes")
+				runtime.KeepAlive(n)
+			})
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"math/big"
 	"math/rand/v2"
 	"net/netip"
-	"runtime"
 	"slices"
 	"testing"
 )
@@ -255,34 +254,6 @@ func FuzzDiff(f *testing.F) {
 		}
 		checkDiff(t, build(x), build(y), diffWindows[:4])
 	})
-}
-
-// BenchmarkDiff1M diffs two 1 M-rule ACLs: "edit" changes 1% of the rules (a list update),
-// "unrelated" diffs two independent lists (the worst case: most ranges change). BenchmarkBuild1M
-// times building one such ACL, for scale.
-func BenchmarkDiff1M(b *testing.B) {
-	for _, shape := range []string{"v4", "mixed"} {
-		old := genRules(shape, 1_000_000, 2)
-		a := MustNew(Spec{Default: Allow, Rules: old})
-		edit := slices.Clone(old)
-		for i := 0; i < len(edit); i += 100 {
-			edit[i].Action = Allow
-		}
-		for name, nb := range map[string]*ACL{
-			"edit":      MustNew(Spec{Default: Allow, Rules: edit}),
-			"unrelated": MustNew(Spec{Default: Allow, Rules: genRules(shape, 1_000_000, 3)}),
-		} {
-			b.Run(shape+"/"+name, func(b *testing.B) {
-				runtime.GC()
-				var n int
-				for b.Loop() {
-					n = len(Diff(a, nb))
-				}
-				b.ReportMetric(float64(n), "changes")
-				runtime.KeepAlive(n)
-			})
-		}
-	}
 }
 
 // TestDeniedIn checks DeniedIn against brute-force Decide over every address of small prefixes
