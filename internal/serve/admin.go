@@ -179,67 +179,7 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, r *http.Request) {
 		e.ACLs = append(e.ACLs, effectiveACL{a.Name, a.ACL.Len(), a.ACL.Default().String(), a.ACL.Unix().Action.String()})
 	}
 	for _, c := range cfg.Services {
-		onDeny := "close"
-		if c.Reset {
-			onDeny = "reset"
-		}
-		es := effectiveSvc{Name: c.Name, Listen: c.Listen, ACL: c.ACL.Name,
-			Upstream: c.Upstream, Exec: c.Exec, OnDeny: onDeny, DryRun: c.DryRun,
-			ConnectTimeout: c.ConnectTimeout.String(), IdleTimeout: c.IdleTimeout.String(), MaxConns: &c.MaxConns,
-			KernelFilter: c.KernelFilter, SendProxy: c.SendProxy, LogRate: &c.LogRate, KeepAlive: c.KeepAlive.String(),
-			LogAllowed: c.LogAllowed, User: c.User, Group: c.Group}
-		for addr, p := range c.UnixPerms {
-			if es.UnixPerms == nil {
-				es.UnixPerms = map[string]effectivePerm{}
-			}
-			ep := effectivePerm{}
-			if p.Mode != 0 {
-				ep.Mode = fmt.Sprintf("%04o", uint32(p.Mode))
-			}
-			if p.UID >= 0 {
-				ep.UID = &p.UID
-			}
-			if p.GID >= 0 {
-				ep.GID = &p.GID
-			}
-			es.UnixPerms[addr] = ep
-		}
-		if c.UID >= 0 {
-			es.UID = &c.UID
-		}
-		if c.GID >= 0 {
-			es.GID = &c.GID
-		}
-		if len(c.Exec) > 1 && !args {
-			es.Exec, es.ExecArgsHidden = c.Exec[:1], len(c.Exec)-1
-		}
-		if c.KernelFilter != config.FilterOff {
-			es.KernelFilters = filters[c.Name]
-		}
-		if len(c.TrustedProxies) > 0 {
-			for _, p := range c.TrustedProxies {
-				es.TrustedProxies = append(es.TrustedProxies, p.String())
-			}
-			es.ProxyProtocol, es.ProxyTimeout = "optional", c.ProxyHeaderTimeout.String()
-			if c.ProxyRequired {
-				es.ProxyProtocol = "required"
-			}
-		}
-		if lc := limitConfig(c); lc.Enabled() {
-			lc = lc.WithDefaults()
-			es.PerSource, es.Rate, es.Burst, es.MaxSources = lc.PerSource, lc.Rate, lc.Burst, lc.MaxSources
-			es.PerSourcePfx = []int{lc.IPv4Prefix, lc.IPv6Prefix}
-			if lc.Rate == 0 {
-				es.Burst = 0
-			}
-		}
-		for _, p := range c.NeverBan {
-			es.NeverBan = append(es.NeverBan, p.String())
-		}
-		if b := c.BanAfter; b != nil {
-			es.BanAfter = &effectiveBanAfter{b.Denials, b.LimitHits, b.Within.String(), b.For.String()}
-		}
-		e.Services = append(e.Services, es)
+		e.Services = append(e.Services, effectiveService(c, filters[c.Name], args))
 	}
 	if cfg.Admin != nil {
 		e.Admin = &effectiveSvc{Name: "admin", Listen: []string{cfg.Admin.Listen}, ACL: cfg.Admin.ACL.Name, TokenRequired: cfg.Admin.Token != ""}
@@ -256,6 +196,72 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(e)
+}
+
+// effectiveService is /config's view of service c: kernel filters those attached to its listeners
+// (shown only when its kernel_filter is on), and args whether to show its handler's arguments.
+func effectiveService(c *config.Service, kernel []effectiveFilter, args bool) effectiveSvc {
+	onDeny := "close"
+	if c.Reset {
+		onDeny = "reset"
+	}
+	es := effectiveSvc{Name: c.Name, Listen: c.Listen, ACL: c.ACL.Name,
+		Upstream: c.Upstream, Exec: c.Exec, OnDeny: onDeny, DryRun: c.DryRun,
+		ConnectTimeout: c.ConnectTimeout.String(), IdleTimeout: c.IdleTimeout.String(), MaxConns: &c.MaxConns,
+		KernelFilter: c.KernelFilter, SendProxy: c.SendProxy, LogRate: &c.LogRate, KeepAlive: c.KeepAlive.String(),
+		LogAllowed: c.LogAllowed, User: c.User, Group: c.Group}
+	for addr, p := range c.UnixPerms {
+		if es.UnixPerms == nil {
+			es.UnixPerms = map[string]effectivePerm{}
+		}
+		ep := effectivePerm{}
+		if p.Mode != 0 {
+			ep.Mode = fmt.Sprintf("%04o", uint32(p.Mode))
+		}
+		if p.UID >= 0 {
+			ep.UID = &p.UID
+		}
+		if p.GID >= 0 {
+			ep.GID = &p.GID
+		}
+		es.UnixPerms[addr] = ep
+	}
+	if c.UID >= 0 {
+		es.UID = &c.UID
+	}
+	if c.GID >= 0 {
+		es.GID = &c.GID
+	}
+	if len(c.Exec) > 1 && !args {
+		es.Exec, es.ExecArgsHidden = c.Exec[:1], len(c.Exec)-1
+	}
+	if c.KernelFilter != config.FilterOff {
+		es.KernelFilters = kernel
+	}
+	if len(c.TrustedProxies) > 0 {
+		for _, p := range c.TrustedProxies {
+			es.TrustedProxies = append(es.TrustedProxies, p.String())
+		}
+		es.ProxyProtocol, es.ProxyTimeout = "optional", c.ProxyHeaderTimeout.String()
+		if c.ProxyRequired {
+			es.ProxyProtocol = "required"
+		}
+	}
+	if lc := limitConfig(c); lc.Enabled() {
+		lc = lc.WithDefaults()
+		es.PerSource, es.Rate, es.Burst, es.MaxSources = lc.PerSource, lc.Rate, lc.Burst, lc.MaxSources
+		es.PerSourcePfx = []int{lc.IPv4Prefix, lc.IPv6Prefix}
+		if lc.Rate == 0 {
+			es.Burst = 0
+		}
+	}
+	for _, p := range c.NeverBan {
+		es.NeverBan = append(es.NeverBan, p.String())
+	}
+	if b := c.BanAfter; b != nil {
+		es.BanAfter = &effectiveBanAfter{b.Denials, b.LimitHits, b.Within.String(), b.For.String()}
+	}
+	return es
 }
 
 // effectiveBans is the ban layer as /config shows it.
