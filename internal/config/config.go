@@ -22,8 +22,6 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/acl"
-	"github.com/peergate/peergate/gate"
-	"github.com/peergate/peergate/gate/limit"
 	"github.com/peergate/peergate/internal/sources"
 	"github.com/peergate/peergate/internal/strictyaml"
 	"gopkg.in/yaml.v3"
@@ -244,15 +242,7 @@ func parse(ctx context.Context, l *acl.Loader, path string, data []byte, m *sour
 	defer func(f *File) { f.read = nil }(f)
 	if m != nil {
 		// state_dir before acls, whose url includes cache there, wherever it is written.
-		dir := ""
-		if root.Kind == yaml.MappingNode {
-			for i := 0; i+1 < len(root.Content); i += 2 {
-				if k, v := root.Content[i], root.Content[i+1]; k.Value == "state_dir" && v.Kind == yaml.ScalarNode && v.Value != "" {
-					dir = relative(path, v.Value)
-				}
-			}
-		}
-		b := m.For(dir)
+		b := m.For(stateDirOf(path, root))
 		l.Resolver = b
 		defer func() {
 			if f != nil {
@@ -261,89 +251,157 @@ func parse(ctx context.Context, l *acl.Loader, path string, data []byte, m *sour
 		}()
 	}
 	if root.Kind == yaml.MappingNode && !hasKey(root, "services") && !hasKey(root, "acls") {
-		spec, err := l.SpecFromNode(ctx, path, root)
-		if err != nil {
-			return nil, err
-		}
-		a, err := acl.New(spec)
-		if err != nil {
-			return nil, &acl.PosError{File: path, Err: err}
-		}
-		name := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
-		f.ACLs = []*ACL{{Name: name, Line: 1, Spec: spec, ACL: a}}
-		return f, nil
+		return f.bareACL(ctx, l, root)
 	}
-	var errs strictyaml.Errors
-	var services, admin *yaml.Node
-	if root.Kind == yaml.MappingNode {
-		// Before acls, whose files it bounds, wherever it is written.
-		for i := 0; i+1 < len(root.Content); i += 2 {
-			if k, v := root.Content[i], root.Content[i+1]; k.Value == "max_file_size" {
-				if word, ok := strictyaml.Scalar(path, v, &errs); ok {
-					n, err := ParseSize(word)
-					if err != nil {
-						errs.At(path, v.Line, word, err)
-					}
-					f.MaxFileSize = n
-				}
-				break
-			}
-		}
-	}
+	p := &fileParse{ctx: ctx, l: l}
+	f.readMaxFileSize(root, &p.errs) // before acls, whose files it bounds, wherever it is written
 	l.MaxFileSize = f.MaxFileSize
-	strictyaml.Mapping(path, root, &errs, func(key string, k, v *yaml.Node) {
-		switch key {
-		case "acls":
-			strictyaml.Mapping(path, v, &errs, func(name string, k, v *yaml.Node) {
-				if a := loadACL(ctx, l, path, name, k, v, &errs); a != nil {
-					f.ACLs = append(f.ACLs, a)
-				}
-			})
-		case "max_file_size": // read above
-		case "services":
-			services = v // after acls, which services refer to, wherever it is written
-		case "drain_timeout":
-			f.DrainTimeout = duration(path, v, &errs)
-		case "admin":
-			admin = v // after acls, like services
-		case "never_ban":
-			f.NeverBan = prefixes(path, v, &errs)
-		case "max_bans":
-			if f.MaxBans = count(path, v, &errs, "max_bans"); f.MaxBans == 0 {
-				errs.At(path, v.Line, v.Value, fmt.Errorf("%w: max_bans must be at least 1", ErrConfig))
-			}
-		case "state_dir":
-			if dir, ok := strictyaml.Scalar(path, v, &errs); ok {
-				f.StateDir = relative(path, dir)
-			}
-		case "crowdsec":
-			f.CrowdSec = f.crowdsec(v, &errs)
-		default:
-			strictyaml.Unknown(&errs, path, k, "acls, services, drain_timeout, admin, never_ban, max_bans, state_dir, crowdsec or max_file_size")
+	strictyaml.Mapping(path, root, &p.errs, func(key string, k, v *yaml.Node) {
+		row := fileKeyIndex[key]
+		if row == nil {
+			strictyaml.Unknown(&p.errs, path, k, fileKeyList)
+			return
 		}
+		row.read(f, p, v)
 	})
-	if admin != nil {
-		f.Admin = f.admin(admin, &errs)
+	if p.admin != nil {
+		f.Admin = f.admin(p.admin, &p.errs)
 	}
-	if services != nil {
-		names := map[string]int{}
-		for _, n := range strictyaml.Sequence(path, services, &errs) {
-			s := f.service(n, &errs)
-			if s == nil {
-				continue
-			}
-			if first, dup := names[s.Name]; dup {
-				errs.At(path, s.Line, s.Name, fmt.Errorf("%w: service name used twice (first at line %d)", ErrConfig, first))
-			}
-			names[s.Name] = s.Line
-			f.Services = append(f.Services, s)
-		}
-		checkOverlaps(path, f.Services, &errs)
+	if p.services != nil {
+		f.services(p.services, &p.errs)
 	}
-	if err := errs.Err(); err != nil {
+	if err := p.errs.Err(); err != nil {
 		return nil, err
 	}
 	return f, nil
+}
+
+// fileParse is the reading of a serve file: what the keys read later need.
+type fileParse struct {
+	ctx             context.Context
+	l               *acl.Loader
+	errs            strictyaml.Errors
+	services, admin *yaml.Node // read after acls, which they refer to, wherever they are written
+}
+
+// fileKey is one top-level key of a serve file: how it is read, and its name, default and doc as
+// README's serve-file table gives them (a test holds the two together).
+type fileKey struct {
+	name   string
+	readme string // README's name for it, when not name
+	def    string // README's default cell, exactly
+	doc    string // how README's description starts; "": README has rows for its keys instead
+	read   func(f *File, p *fileParse, v *yaml.Node)
+}
+
+// fileKeys are the top-level keys of a serve file, in the order an unknown-key error lists them.
+var fileKeys = []fileKey{
+	{"acls", "acls.NAME", "—", "an ACL (the schema above) or the path of an ACL file", func(f *File, p *fileParse, v *yaml.Node) {
+		strictyaml.Mapping(f.Path, v, &p.errs, func(name string, k, v *yaml.Node) {
+			if a := loadACL(p.ctx, p.l, f.Path, name, k, v, &p.errs); a != nil {
+				f.ACLs = append(f.ACLs, a)
+			}
+		})
+	}},
+	{"services", "", "", "", func(_ *File, p *fileParse, v *yaml.Node) { p.services = v }},
+	{"drain_timeout", "", "`10s`", "how long SIGTERM waits for open connections", func(f *File, p *fileParse, v *yaml.Node) {
+		f.DrainTimeout = duration(f.Path, v, &p.errs)
+	}},
+	{"admin", "", "", "", func(_ *File, p *fileParse, v *yaml.Node) { p.admin = v }},
+	{"never_ban", "", "none", "addresses or prefixes no ban may cover", func(f *File, p *fileParse, v *yaml.Node) {
+		f.NeverBan = prefixes(f.Path, v, &p.errs)
+	}},
+	{"max_bans", "", "`1000000`", "live bans at most", func(f *File, p *fileParse, v *yaml.Node) {
+		if f.MaxBans = count(f.Path, v, &p.errs, "max_bans"); f.MaxBans == 0 {
+			p.errs.At(f.Path, v.Line, v.Value, fmt.Errorf("%w: max_bans must be at least 1", ErrConfig))
+		}
+	}},
+	{"state_dir", "", "none: bans are lost on restart", "a directory (made if missing, mode 0700)", func(f *File, p *fileParse, v *yaml.Node) {
+		if dir, ok := strictyaml.Scalar(f.Path, v, &p.errs); ok {
+			f.StateDir = relative(f.Path, dir)
+		}
+	}},
+	{"crowdsec", "", "none", "`{url: http://127.0.0.1:8080, api_key_file: PATH", func(f *File, p *fileParse, v *yaml.Node) {
+		f.CrowdSec = f.crowdsec(v, &p.errs)
+	}},
+	{"max_file_size", "", "`1GiB`", "the most bytes one file of a load may hold", func(*File, *fileParse, *yaml.Node) {}}, // read first
+}
+
+// fileKeyIndex finds a row of fileKeys by its name.
+var fileKeyIndex = func() map[string]*fileKey {
+	m := make(map[string]*fileKey, len(fileKeys))
+	for i := range fileKeys {
+		m[fileKeys[i].name] = &fileKeys[i]
+	}
+	return m
+}()
+
+// fileKeyList is the known top-level keys, as an unknown-key error lists them.
+var fileKeyList = orList(fileKeys, func(k fileKey) string { return k.name })
+
+// stateDirOf returns the state_dir that root sets (relative to path's directory), or "". A bad
+// one is reported where it is read.
+func stateDirOf(path string, root *yaml.Node) string {
+	dir := ""
+	if root.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			if k, v := root.Content[i], root.Content[i+1]; k.Value == "state_dir" && v.Kind == yaml.ScalarNode && v.Value != "" {
+				dir = relative(path, v.Value)
+			}
+		}
+	}
+	return dir
+}
+
+// readMaxFileSize reads max_file_size, wherever it is written.
+func (f *File) readMaxFileSize(root *yaml.Node, errs *strictyaml.Errors) {
+	if root.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if k, v := root.Content[i], root.Content[i+1]; k.Value == "max_file_size" {
+			if word, ok := strictyaml.Scalar(f.Path, v, errs); ok {
+				n, err := ParseSize(word)
+				if err != nil {
+					errs.At(f.Path, v.Line, word, err)
+				}
+				f.MaxFileSize = n
+			}
+			return
+		}
+	}
+}
+
+// bareACL reads root as a bare ACL file: the file's one ACL, named after the file.
+func (f *File) bareACL(ctx context.Context, l *acl.Loader, root *yaml.Node) (*File, error) {
+	spec, err := l.SpecFromNode(ctx, f.Path, root)
+	if err != nil {
+		return nil, err
+	}
+	a, err := acl.New(spec)
+	if err != nil {
+		return nil, &acl.PosError{File: f.Path, Err: err}
+	}
+	name := strings.TrimSuffix(filepath.Base(f.Path), filepath.Ext(f.Path))
+	f.ACLs = []*ACL{{Name: name, Line: 1, Spec: spec, ACL: a}}
+	return f, nil
+}
+
+// services reads the "services" list.
+func (f *File) services(n *yaml.Node, errs *strictyaml.Errors) {
+	names := map[string]int{}
+	for _, n := range strictyaml.Sequence(f.Path, n, errs) {
+		s := f.service(n, errs)
+		if s == nil {
+			continue
+		}
+		if first, dup := names[s.Name]; dup {
+			errs.At(f.Path, s.Line, s.Name, fmt.Errorf("%w: service name used twice (first at line %d)", ErrConfig, first))
+		}
+		names[s.Name] = s.Line
+		f.Services = append(f.Services, s)
+	}
+	checkOverlaps(f.Path, f.Services, errs)
 }
 
 func hasKey(n *yaml.Node, key string) bool {
@@ -384,268 +442,6 @@ func loadACL(ctx context.Context, l *acl.Loader, path, name string, k, v *yaml.N
 	return &ACL{Name: name, Line: k.Line, Spec: spec, ACL: a}
 }
 
-const serviceKeys = "name, listen, acl, upstream, exec, on_deny, dry_run, connect_timeout, idle_timeout, max_conns, " +
-	"kernel_filter, trusted_proxies, proxy_protocol, proxy_header_timeout, send_proxy, per_source, per_source_prefix, " +
-	"rate, burst, max_sources, log_rate, log_allowed, keepalive, user, group, never_ban or ban_after"
-
-// DefaultProxyHeaderTimeout is proxy_header_timeout when the file does not set it.
-const DefaultProxyHeaderTimeout = 5 * time.Second
-
-func (f *File) service(n *yaml.Node, errs *strictyaml.Errors) *Service {
-	path := f.Path
-	s := &Service{Line: n.Line, ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout, MaxConns: DefaultMaxConns,
-		KernelFilter: FilterOff, ProxyHeaderTimeout: DefaultProxyHeaderTimeout, LogRate: DefaultLogRate, UID: -1, GID: -1}
-	// Where keys that need another key were written (0: not written).
-	var proxyLine, sendLine, burstLine, rateLine, timeoutLine, maxSourcesLine, prefixLine int
-	aclLine := 0 // where acl was written; -1 when it named no ACL (already reported)
-	ok := strictyaml.Mapping(path, n, errs, func(key string, k, v *yaml.Node) {
-		switch key {
-		case "name":
-			s.Name, _ = strictyaml.Scalar(path, v, errs)
-		case "listen":
-			for _, item := range strictyaml.Sequence(path, v, errs) {
-				if item.Kind == yaml.MappingNode {
-					if addr, perm, ok := unixListen(path, item, errs); ok {
-						if s.UnixPerms == nil {
-							s.UnixPerms = map[string]UnixPerm{}
-						}
-						s.UnixPerms[addr] = perm
-						s.Listen = append(s.Listen, addr)
-						s.ListenLines = append(s.ListenLines, item.Line)
-					}
-					continue
-				}
-				if addr, ok := strictyaml.Scalar(path, item, errs); ok {
-					if err := checkListen(addr); err != nil {
-						errs.At(path, item.Line, addr, err)
-					}
-					s.Listen = append(s.Listen, addr)
-					s.ListenLines = append(s.ListenLines, item.Line)
-				}
-			}
-		case "acl":
-			aclLine = v.Line
-			if s.ACL = f.namedACL(v, errs); s.ACL == nil {
-				aclLine = -1
-			}
-		case "upstream":
-			if addr, ok := strictyaml.Scalar(path, v, errs); ok {
-				if err := checkDial(addr); err != nil {
-					errs.At(path, v.Line, addr, err)
-				}
-				s.Upstream = addr
-			}
-		case "exec":
-			for _, item := range strictyaml.Sequence(path, v, errs) {
-				if arg, ok := strictyaml.Scalar(path, item, errs); ok {
-					s.Exec = append(s.Exec, arg)
-				}
-			}
-			if len(s.Exec) > 0 {
-				prog, err := findProgram(path, s.Exec[0])
-				if err != nil {
-					errs.At(path, v.Line, s.Exec[0], fmt.Errorf("%w: %w", ErrConfig, err))
-				}
-				s.Exec[0] = prog
-			}
-		case "on_deny":
-			switch word, _ := strictyaml.Scalar(path, v, errs); word {
-			case "close":
-			case "reset":
-				s.Reset = true
-			default:
-				errs.At(path, v.Line, word, fmt.Errorf("%w: on_deny must be close or reset", ErrConfig))
-			}
-		case "dry_run":
-			s.DryRun = boolean(path, v, errs, "dry_run")
-		case "connect_timeout":
-			s.ConnectTimeout = duration(path, v, errs)
-		case "idle_timeout":
-			s.IdleTimeout = duration(path, v, errs)
-		case "max_conns":
-			s.MaxConns = count(path, v, errs, "max_conns")
-		case "log_rate":
-			s.LogRate = count(path, v, errs, "log_rate")
-		case "keepalive":
-			s.KeepAlive = duration(path, v, errs)
-		case "log_allowed":
-			s.LogAllowed = boolean(path, v, errs, "log_allowed")
-		case "user":
-			s.User, s.UID = lookupID(path, v, errs, "user")
-			s.UserLine = v.Line
-		case "group":
-			s.Group, s.GID = lookupID(path, v, errs, "group")
-			if s.UserLine == 0 {
-				s.UserLine = v.Line
-			}
-		case "kernel_filter":
-			switch word, _ := strictyaml.Scalar(path, v, errs); word {
-			case FilterOff, FilterAuto, FilterEBPF, FilterCBPF, FilterRequired:
-				s.KernelFilter, s.FilterLine = word, v.Line
-			default:
-				errs.At(path, v.Line, word, fmt.Errorf("%w: kernel_filter must be off, auto, ebpf, cbpf or required", ErrConfig))
-			}
-		case "trusted_proxies":
-			s.TrustedProxies, s.ProxiesLine = prefixes(path, v, errs), v.Line
-		case "proxy_protocol":
-			proxyLine = v.Line
-			switch word, _ := strictyaml.Scalar(path, v, errs); word {
-			case "optional":
-			case "required":
-				s.ProxyRequired = true
-			default:
-				errs.At(path, v.Line, word, fmt.Errorf("%w: proxy_protocol must be optional or required", ErrConfig))
-			}
-		case "proxy_header_timeout":
-			timeoutLine = v.Line
-			s.ProxyHeaderTimeout = duration(path, v, errs) // reports what is not a duration
-			if d, err := time.ParseDuration(v.Value); err == nil && d == 0 {
-				errs.At(path, v.Line, v.Value, fmt.Errorf("%w: proxy_header_timeout must be more than 0", ErrConfig))
-			}
-		case "send_proxy":
-			sendLine = v.Line
-			switch word, _ := strictyaml.Scalar(path, v, errs); word {
-			case "v1", "v2":
-				s.SendProxy = word
-			default:
-				errs.At(path, v.Line, word, fmt.Errorf("%w: send_proxy must be v1 or v2", ErrConfig))
-			}
-		case "per_source":
-			s.PerSource = count(path, v, errs, "per_source")
-		case "max_sources":
-			maxSourcesLine = v.Line
-			s.MaxSources = count(path, v, errs, "max_sources")
-		case "burst":
-			burstLine = v.Line
-			s.Burst = count(path, v, errs, "burst")
-		case "rate":
-			rateLine = v.Line
-			if word, ok := strictyaml.Scalar(path, v, errs); ok {
-				r, err := ParseRate(word)
-				if err != nil {
-					errs.At(path, v.Line, word, err)
-				}
-				s.Rate = r
-			}
-		case "never_ban":
-			s.NeverBan = prefixes(path, v, errs)
-		case "ban_after":
-			s.BanAfter = banAfter(path, v, errs)
-		case "guard":
-			s.GuardLine = v.Line
-			strictyaml.Mapping(path, v, errs, func(key string, k, v *yaml.Node) {
-				switch key {
-				case "keep_allowed":
-					s.Guard = prefixes(path, v, errs)
-				default:
-					strictyaml.Unknown(errs, path, k, "keep_allowed in guard")
-				}
-			})
-		case "per_source_prefix":
-			prefixLine = v.Line
-			strictyaml.Mapping(path, v, errs, func(key string, k, v *yaml.Node) {
-				word, _ := strictyaml.Scalar(path, v, errs)
-				bits, err := strconv.Atoi(word)
-				switch {
-				case key != "ipv4" && key != "ipv6":
-					strictyaml.Unknown(errs, path, k, "ipv4 or ipv6")
-				case err != nil || bits < 1 || key == "ipv4" && bits > 32 || bits > 128:
-					errs.At(path, v.Line, word, fmt.Errorf("%w: per_source_prefix.%s must be a prefix length (1-32 for ipv4, 1-128 for ipv6)", ErrConfig, key))
-				case key == "ipv4":
-					s.SourcePrefix4 = bits
-				default:
-					s.SourcePrefix6 = bits
-				}
-			})
-		default:
-			strictyaml.Unknown(errs, path, k, serviceKeys)
-		}
-	})
-	if !ok {
-		return nil
-	}
-	// Conflicts between keys, each reported on its own.
-	if proxyLine != 0 && len(s.TrustedProxies) == 0 {
-		errs.At(path, proxyLine, "proxy_protocol", fmt.Errorf("%w: proxy_protocol needs trusted_proxies (the proxies whose headers to read)", ErrConfig))
-	}
-	if len(s.TrustedProxies) > 0 && len(s.Exec) > 0 {
-		errs.At(path, s.Line, s.Name, fmt.Errorf("%w: trusted_proxies needs upstream (proxy mode): a spawned program cannot be given the bytes read past the header", ErrConfig))
-	}
-	if sendLine != 0 && len(s.Exec) > 0 {
-		errs.At(path, sendLine, s.SendProxy, fmt.Errorf("%w: send_proxy needs upstream (proxy mode)", ErrConfig))
-	}
-	if len(s.TrustedProxies) > 0 && s.KernelFilter != FilterOff {
-		errs.At(path, s.FilterLine, s.KernelFilter, fmt.Errorf("%w: kernel_filter judges the direct peer, which behind trusted_proxies is the proxy, not the client; use off", ErrConfig))
-	}
-	if s.DryRun && s.KernelFilter != FilterOff {
-		errs.At(path, s.FilterLine, s.KernelFilter, fmt.Errorf("%w: kernel_filter drops denied peers, which dry_run must hand on; use off", ErrConfig))
-	}
-	if timeoutLine != 0 && len(s.TrustedProxies) == 0 {
-		errs.At(path, timeoutLine, "proxy_header_timeout", fmt.Errorf("%w: proxy_header_timeout needs trusted_proxies", ErrConfig))
-	}
-	for _, k := range []struct {
-		line int
-		key  string
-	}{{maxSourcesLine, "max_sources"}, {prefixLine, "per_source_prefix"}} {
-		if k.line != 0 && s.PerSource == 0 && rateLine == 0 {
-			errs.At(path, k.line, k.key, fmt.Errorf("%w: %s needs per_source or rate (a limit to apply)", ErrConfig, k.key))
-		}
-	}
-	if s.PerSource > 0 && s.MaxConns > 0 {
-		// A source holding a connection cannot be evicted: the table must hold every connection
-		// that can hold a slot, or a new source is refused while the service has room. Those are
-		// the open ones, and with trusted_proxies up to gate.MaxPending a listener keeps judged
-		// and waiting for the service.
-		need, why := s.MaxConns, fmt.Sprintf("max_conns (%d)", s.MaxConns)
-		if len(s.TrustedProxies) > 0 {
-			need += gate.MaxPending * len(s.Listen)
-			why += fmt.Sprintf(" plus %d for each listen address with trusted_proxies (connections waiting in the gate)", gate.MaxPending)
-		}
-		switch {
-		case maxSourcesLine == 0 && need > limit.DefaultMaxSources:
-			s.MaxSources = need
-		case maxSourcesLine != 0 && s.MaxSources > 0 && s.MaxSources < need:
-			errs.At(path, maxSourcesLine, strconv.Itoa(s.MaxSources), fmt.Errorf("%w: max_sources must be at least %d, %s: "+
-				"when every source kept holds a connection, a new source is refused", ErrConfig, need, why))
-		}
-	}
-	if s.BanAfter != nil && s.BanAfter.LimitHits > 0 && s.PerSource == 0 && rateLine == 0 {
-		errs.At(path, s.BanAfter.Line, "limit_hits", fmt.Errorf("%w: ban_after.limit_hits needs per_source or rate (a limit to hit)", ErrConfig))
-	}
-	if s.UserLine != 0 {
-		who := s.User
-		if who == "" {
-			who = s.Group
-		}
-		switch {
-		case len(s.Exec) == 0:
-			errs.At(path, s.UserLine, who, fmt.Errorf("%w: user and group need exec (spawn mode): they set who the handler runs as", ErrConfig))
-		case geteuid() != 0:
-			errs.At(path, s.UserLine, who, fmt.Errorf("%w: user and group need peergate to run as root (it runs as uid %d)", ErrConfig, geteuid()))
-		}
-		if s.GID < 0 && s.UID >= 0 && s.Group == "" { // user alone: the user's primary group
-			if s.GID = primaryGroup(s.User); s.GID < 0 {
-				errs.At(path, s.UserLine, s.User, fmt.Errorf("%w: user %s has no entry in the user database to take a group from: set group too", ErrConfig, s.User))
-			}
-		}
-	}
-	if burstLine != 0 && s.Rate == 0 && rateLine == 0 { // a bad rate is reported already
-		errs.At(path, burstLine, strconv.Itoa(s.Burst), fmt.Errorf("%w: burst needs rate", ErrConfig))
-	}
-	need := func(what string) { errs.At(path, s.Line, s.Name, fmt.Errorf("%w: service needs %s", ErrConfig, what)) }
-	switch {
-	case s.Name == "":
-		need("a name")
-	case len(s.Listen) == 0:
-		need("at least one listen address")
-	case s.ACL == nil && aclLine == 0:
-		need("an acl (the name of an entry under acls)")
-	case (s.Upstream == "") == (len(s.Exec) == 0):
-		need("exactly one of upstream (proxy) and exec (spawn)")
-	}
-	return s
-}
-
 // namedACL returns the ACL that the scalar v names, or nil after reporting that there is none.
 func (f *File) namedACL(v *yaml.Node, errs *strictyaml.Errors) *ACL {
 	name, ok := strictyaml.Scalar(f.Path, v, errs)
@@ -663,38 +459,57 @@ func (f *File) namedACL(v *yaml.Node, errs *strictyaml.Errors) *ACL {
 func (f *File) admin(n *yaml.Node, errs *strictyaml.Errors) *Admin {
 	a := &Admin{Line: n.Line, ACL: LoopbackACL}
 	strictyaml.Mapping(f.Path, n, errs, func(key string, k, v *yaml.Node) {
-		switch key {
-		case "listen":
-			if addr, ok := strictyaml.Scalar(f.Path, v, errs); ok {
-				if _, isUnix := UnixPath(addr); isUnix {
-					errs.At(f.Path, v.Line, addr, fmt.Errorf("%w: the admin listener takes IP:PORT", ErrConfig))
-				} else if err := checkListen(addr); err != nil {
-					errs.At(f.Path, v.Line, addr, err)
-				}
-				a.Listen = addr
-			}
-		case "acl":
-			if named := f.namedACL(v, errs); named != nil {
-				a.ACL = named
-			}
-		case "token_file":
-			if file, ok := strictyaml.Scalar(f.Path, v, errs); ok {
-				a.TokenFile = relative(f.Path, file)
-				tok, err := f.secret(a.TokenFile)
-				if err != nil {
-					errs.At(f.Path, v.Line, file, err)
-				}
-				a.Token = tok
-			}
-		default:
-			strictyaml.Unknown(errs, f.Path, k, "listen, acl or token_file")
+		i := slices.IndexFunc(adminKeys, func(r adminKey) bool { return r.name == key })
+		if i < 0 {
+			strictyaml.Unknown(errs, f.Path, k, adminKeyList)
+			return
 		}
+		adminKeys[i].read(f, a, v, errs)
 	})
 	if a.Listen == "" {
 		errs.At(f.Path, n.Line, "admin", fmt.Errorf("%w: admin needs listen (e.g. 127.0.0.1:9180)", ErrConfig))
 	}
 	return a
 }
+
+// adminKey is one key of the "admin" mapping: how it is read, and its default and doc as
+// README's serve-file table gives them (admin.NAME; a test holds the two together).
+type adminKey struct {
+	name, def, doc string
+	read           func(f *File, a *Admin, v *yaml.Node, errs *strictyaml.Errors)
+}
+
+// adminKeys are the keys of "admin", in the order an unknown-key error lists them.
+var adminKeys = []adminKey{
+	{"listen", "no admin listener", "`IP:PORT` of the admin HTTP listener", func(f *File, a *Admin, v *yaml.Node, errs *strictyaml.Errors) {
+		if addr, ok := strictyaml.Scalar(f.Path, v, errs); ok {
+			if _, isUnix := UnixPath(addr); isUnix {
+				errs.At(f.Path, v.Line, addr, fmt.Errorf("%w: the admin listener takes IP:PORT", ErrConfig))
+			} else if err := checkListen(addr); err != nil {
+				errs.At(f.Path, v.Line, addr, err)
+			}
+			a.Listen = addr
+		}
+	}},
+	{"acl", "loopback only (`127.0.0.0/8`, `::1`)", "the name of an entry under `acls` that guards the admin listener", func(f *File, a *Admin, v *yaml.Node, errs *strictyaml.Errors) {
+		if named := f.namedACL(v, errs); named != nil {
+			a.ACL = named
+		}
+	}},
+	{"token_file", "none: the admin ACL alone", "a file holding a bearer token", func(f *File, a *Admin, v *yaml.Node, errs *strictyaml.Errors) {
+		if file, ok := strictyaml.Scalar(f.Path, v, errs); ok {
+			a.TokenFile = relative(f.Path, file)
+			tok, err := f.secret(a.TokenFile)
+			if err != nil {
+				errs.At(f.Path, v.Line, file, err)
+			}
+			a.Token = tok
+		}
+	}},
+}
+
+// adminKeyList is the known keys of "admin", as an unknown-key error lists them.
+var adminKeyList = orList(adminKeys, func(k adminKey) string { return k.name })
 
 func (f *File) aclNames() string {
 	if len(f.ACLs) == 0 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/peergate/peergate/gate"
@@ -111,8 +112,8 @@ type effective struct {
 	Loaded       time.Time      `json:"loaded"`
 	DrainTimeout string         `json:"drain_timeout"`
 	ACLs         []effectiveACL `json:"acls"`
-	Services     []effectiveSvc `json:"services"`
-	Admin        *effectiveSvc  `json:"admin,omitempty"`
+	Services     []config.View  `json:"services"` // each service's keys, from config's table of them
+	Admin        config.View    `json:"admin,omitempty"`
 	Layers       []string       `json:"layers"` // in the order a peer is judged
 	Bans         effectiveBans  `json:"bans"`
 }
@@ -122,42 +123,6 @@ type effectiveACL struct {
 	Rules   int    `json:"rules"`
 	Default string `json:"default"`
 	Unix    string `json:"unix"`
-}
-
-type effectiveSvc struct {
-	Name           string                   `json:"name"`
-	Listen         []string                 `json:"listen"`
-	ACL            string                   `json:"acl"`
-	Upstream       string                   `json:"upstream,omitempty"`
-	Exec           []string                 `json:"exec,omitempty"`             // the program; its arguments only when asked
-	ExecArgsHidden int                      `json:"exec_args_hidden,omitempty"` // arguments left out of Exec
-	OnDeny         string                   `json:"on_deny,omitempty"`
-	DryRun         bool                     `json:"dry_run,omitempty"`
-	ConnectTimeout string                   `json:"connect_timeout,omitempty"`
-	IdleTimeout    string                   `json:"idle_timeout,omitempty"`
-	MaxConns       *int                     `json:"max_conns,omitempty"`
-	KernelFilter   string                   `json:"kernel_filter,omitempty"`
-	KernelFilters  []effectiveFilter        `json:"kernel_filters,omitempty"` // what each listener has attached
-	TrustedProxies []string                 `json:"trusted_proxies,omitempty"`
-	ProxyProtocol  string                   `json:"proxy_protocol,omitempty"`
-	ProxyTimeout   string                   `json:"proxy_header_timeout,omitempty"`
-	SendProxy      string                   `json:"send_proxy,omitempty"`
-	PerSource      int                      `json:"per_source,omitempty"`
-	PerSourcePfx   []int                    `json:"per_source_prefix,omitempty"` // [ipv4, ipv6]
-	Rate           float64                  `json:"rate_per_second,omitempty"`
-	Burst          int                      `json:"burst,omitempty"`
-	MaxSources     int                      `json:"max_sources,omitempty"`
-	LogRate        *int                     `json:"log_rate,omitempty"`
-	KeepAlive      string                   `json:"keepalive,omitempty"`
-	LogAllowed     bool                     `json:"log_allowed,omitempty"`
-	UnixPerms      map[string]effectivePerm `json:"unix_perms,omitempty"` // by listen entry
-	User           string                   `json:"user,omitempty"`       // as written; UID resolved at load
-	Group          string                   `json:"group,omitempty"`      // as written (or the user's primary group)
-	UID            *int                     `json:"uid,omitempty"`
-	GID            *int                     `json:"gid,omitempty"`
-	NeverBan       []string                 `json:"never_ban,omitempty"`
-	BanAfter       *effectiveBanAfter       `json:"ban_after,omitempty"`
-	TokenRequired  bool                     `json:"token_required,omitempty"`
 }
 
 func (s *Server) effectiveConfig(w http.ResponseWriter, r *http.Request) {
@@ -174,7 +139,7 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e := effective{Version: version.Get(), File: cfg.Path, SHA256: cfg.Hash, Loaded: loaded, DrainTimeout: cfg.DrainTimeout.String(),
-		ACLs: []effectiveACL{}, Services: []effectiveSvc{}}
+		ACLs: []effectiveACL{}, Services: []config.View{}}
 	for _, a := range cfg.ACLs {
 		e.ACLs = append(e.ACLs, effectiveACL{a.Name, a.ACL.Len(), a.ACL.Default().String(), a.ACL.Unix().Action.String()})
 	}
@@ -182,7 +147,10 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, r *http.Request) {
 		e.Services = append(e.Services, effectiveService(c, filters[c.Name], args))
 	}
 	if cfg.Admin != nil {
-		e.Admin = &effectiveSvc{Name: "admin", Listen: []string{cfg.Admin.Listen}, ACL: cfg.Admin.ACL.Name, TokenRequired: cfg.Admin.Token != ""}
+		e.Admin = config.View{{Key: "name", Value: "admin"}, {Key: "listen", Value: []string{cfg.Admin.Listen}}, {Key: "acl", Value: cfg.Admin.ACL.Name}}
+		if cfg.Admin.Token != "" {
+			e.Admin = append(e.Admin, config.Field{Key: "token_required", Value: true})
+		}
 	}
 	e.Layers = []string{"bans", "acl"}
 	e.Bans = effectiveBans{Active: s.bans.Count(), Max: cfg.MaxBans, NeverBan: []string{}, StateDir: cfg.StateDir}
@@ -198,70 +166,16 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, r *http.Request) {
 	enc.Encode(e)
 }
 
-// effectiveService is /config's view of service c: kernel filters those attached to its listeners
-// (shown only when its kernel_filter is on), and args whether to show its handler's arguments.
-func effectiveService(c *config.Service, kernel []effectiveFilter, args bool) effectiveSvc {
-	onDeny := "close"
-	if c.Reset {
-		onDeny = "reset"
+// effectiveService is /config's view of service c: its keys as config's table of them shows them
+// (args: with its handler's arguments), and after kernel_filter, when it is on, kernel: the
+// filters attached to its listeners.
+func effectiveService(c *config.Service, kernel []effectiveFilter, args bool) config.View {
+	es := config.ShowService(c, config.ViewOptions{ExecArgs: args})
+	i := slices.IndexFunc(es, func(f config.Field) bool { return f.Key == "kernel_filter" })
+	if c.KernelFilter == config.FilterOff || len(kernel) == 0 || i < 0 {
+		return es
 	}
-	es := effectiveSvc{Name: c.Name, Listen: c.Listen, ACL: c.ACL.Name,
-		Upstream: c.Upstream, Exec: c.Exec, OnDeny: onDeny, DryRun: c.DryRun,
-		ConnectTimeout: c.ConnectTimeout.String(), IdleTimeout: c.IdleTimeout.String(), MaxConns: &c.MaxConns,
-		KernelFilter: c.KernelFilter, SendProxy: c.SendProxy, LogRate: &c.LogRate, KeepAlive: c.KeepAlive.String(),
-		LogAllowed: c.LogAllowed, User: c.User, Group: c.Group}
-	for addr, p := range c.UnixPerms {
-		if es.UnixPerms == nil {
-			es.UnixPerms = map[string]effectivePerm{}
-		}
-		ep := effectivePerm{}
-		if p.Mode != 0 {
-			ep.Mode = fmt.Sprintf("%04o", uint32(p.Mode))
-		}
-		if p.UID >= 0 {
-			ep.UID = &p.UID
-		}
-		if p.GID >= 0 {
-			ep.GID = &p.GID
-		}
-		es.UnixPerms[addr] = ep
-	}
-	if c.UID >= 0 {
-		es.UID = &c.UID
-	}
-	if c.GID >= 0 {
-		es.GID = &c.GID
-	}
-	if len(c.Exec) > 1 && !args {
-		es.Exec, es.ExecArgsHidden = c.Exec[:1], len(c.Exec)-1
-	}
-	if c.KernelFilter != config.FilterOff {
-		es.KernelFilters = kernel
-	}
-	if len(c.TrustedProxies) > 0 {
-		for _, p := range c.TrustedProxies {
-			es.TrustedProxies = append(es.TrustedProxies, p.String())
-		}
-		es.ProxyProtocol, es.ProxyTimeout = "optional", c.ProxyHeaderTimeout.String()
-		if c.ProxyRequired {
-			es.ProxyProtocol = "required"
-		}
-	}
-	if lc := limitConfig(c); lc.Enabled() {
-		lc = lc.WithDefaults()
-		es.PerSource, es.Rate, es.Burst, es.MaxSources = lc.PerSource, lc.Rate, lc.Burst, lc.MaxSources
-		es.PerSourcePfx = []int{lc.IPv4Prefix, lc.IPv6Prefix}
-		if lc.Rate == 0 {
-			es.Burst = 0
-		}
-	}
-	for _, p := range c.NeverBan {
-		es.NeverBan = append(es.NeverBan, p.String())
-	}
-	if b := c.BanAfter; b != nil {
-		es.BanAfter = &effectiveBanAfter{b.Denials, b.LimitHits, b.Within.String(), b.For.String()}
-	}
-	return es
+	return slices.Insert(es, i+1, config.Field{Key: "kernel_filters", Value: kernel})
 }
 
 // effectiveBans is the ban layer as /config shows it.
@@ -277,18 +191,4 @@ type effectiveCrowdSec struct {
 	URL      string `json:"url"`
 	Interval string `json:"interval"`
 	Report   bool   `json:"report,omitempty"`
-}
-
-type effectiveBanAfter struct {
-	Denials   int    `json:"denials,omitempty"`
-	LimitHits int    `json:"limit_hits,omitempty"`
-	Within    string `json:"within"`
-	For       string `json:"for"`
-}
-
-// effectivePerm is what a Unix listen entry sets on its socket file, as /config shows it.
-type effectivePerm struct {
-	Mode string `json:"mode,omitempty"`
-	UID  *int   `json:"uid,omitempty"`
-	GID  *int   `json:"gid,omitempty"`
 }

@@ -6,10 +6,7 @@ import (
 )
 
 // limitConfig is the per-source limit configuration of a service.
-func limitConfig(c *config.Service) limit.Config {
-	return limit.Config{PerSource: c.PerSource, Rate: c.Rate, Burst: c.Burst,
-		IPv4Prefix: c.SourcePrefix4, IPv6Prefix: c.SourcePrefix6, MaxSources: c.MaxSources}
-}
+func limitConfig(c *config.Service) limit.Config { return c.Limits() }
 
 // limiter returns the limiter for c: old when its limits are unchanged, so that a reload keeps
 // the buckets and the count of open connections; a new one when they changed; nil for none.
