@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/peergate/peergate/internal/safefile"
@@ -53,10 +54,26 @@ func ParseSpec(name string, data []byte) (Spec, error) {
 	return new(Loader).ParseSpec(context.Background(), name, data)
 }
 
-// SpecFromNode reads an ACL from a YAML mapping node of file name, as LoadSpec does. It is
-// exported for loaders of larger files that embed ACLs, such as peergate's serve config.
+// ParseSpecAt parses data as the YAML file name and reads the ACL found under the mapping keys
+// keys, from the top: ParseSpecAt("serve.yaml", data, "acls", "office") reads the ACL office of
+// a file holding
+//
+//	acls:
+//	  office: {default: deny, allow: [10.0.0.0/8]}
+//
+// It is for programs whose own files embed an ACL, and reports errors at their lines in the whole
+// file, as LoadSpec does; keys that lead nowhere are an error wrapping ErrNoKey. With no keys it is
+// ParseSpec. Includes are read from the directory of name.
+func ParseSpecAt(name string, data []byte, keys ...string) (Spec, error) {
+	return new(Loader).ParseSpecAt(context.Background(), name, data, keys...)
+}
+
+// SpecFromNode reads an ACL from a YAML mapping node of file name, as LoadSpec does.
+//
+// Deprecated: it ties the package's API to gopkg.in/yaml.v3; use ParseSpecAt, which reads the
+// ACL from the file's bytes under the keys that lead to it.
 func SpecFromNode(name string, n *yaml.Node) (Spec, error) {
-	return new(Loader).SpecFromNode(context.Background(), name, n)
+	return new(Loader).specFromNode(context.Background(), name, n)
 }
 
 // DefaultMaxFileSize is the bound on one file's size of a Loader that sets none: 1 GiB.
@@ -127,11 +144,43 @@ func (l *Loader) ParseSpec(ctx context.Context, name string, data []byte) (Spec,
 	if err != nil {
 		return Spec{}, err
 	}
-	return l.SpecFromNode(ctx, name, root)
+	return l.specFromNode(ctx, name, root)
+}
+
+// ParseSpecAt is the package's ParseSpecAt, with the Loader's bounds and ctx.
+func (l *Loader) ParseSpecAt(ctx context.Context, name string, data []byte, keys ...string) (Spec, error) {
+	n, err := strictyaml.Parse(name, data)
+	if err != nil {
+		return Spec{}, err
+	}
+	at := n.Line // the line of the key that led to n
+	for i, key := range keys {
+		var next *yaml.Node
+		var errs strictyaml.Errors
+		if !strictyaml.Mapping(name, n, &errs, func(k string, kn, v *yaml.Node) {
+			if k == key {
+				next, at = v, kn.Line
+			}
+		}) || errs.Err() != nil {
+			return Spec{}, errs.Err()
+		}
+		if next == nil {
+			return Spec{}, &PosError{File: name, Line: at, Value: strings.Join(keys[:i+1], "."), Err: ErrNoKey}
+		}
+		n = next
+	}
+	return l.specFromNode(ctx, name, n)
 }
 
 // SpecFromNode is the package's SpecFromNode, with the Loader's bounds and ctx.
+//
+// Deprecated: it ties the package's API to gopkg.in/yaml.v3; use Loader.ParseSpecAt.
 func (l *Loader) SpecFromNode(ctx context.Context, name string, n *yaml.Node) (Spec, error) {
+	return l.specFromNode(ctx, name, n)
+}
+
+// specFromNode reads an ACL from the YAML mapping node n of file name.
+func (l *Loader) specFromNode(ctx context.Context, name string, n *yaml.Node) (Spec, error) {
 	var errs strictyaml.Errors
 	var spec Spec
 	haveDefault := false

@@ -374,6 +374,7 @@ func (f *File) readMaxFileSize(root *yaml.Node, errs *strictyaml.Errors) {
 
 // bareACL reads root as a bare ACL file: the file's one ACL, named after the file.
 func (f *File) bareACL(ctx context.Context, l *acl.Loader, root *yaml.Node) (*File, error) {
+	//lint:ignore SA1019 the serve file is parsed once and its nodes walked; ParseSpecAt would parse it again per ACL
 	spec, err := l.SpecFromNode(ctx, f.Path, root)
 	if err != nil {
 		return nil, err
@@ -428,6 +429,7 @@ func loadACL(ctx context.Context, l *acl.Loader, path, name string, k, v *yaml.N
 			err = &acl.PosError{File: path, Line: v.Line, Value: v.Value, Err: fmt.Errorf("%w: %w", acl.ErrInclude, err)}
 		}
 	} else {
+		//lint:ignore SA1019 the serve file is parsed once and its nodes walked; ParseSpecAt would parse it again per ACL
 		spec, err = l.SpecFromNode(ctx, path, v)
 	}
 	if err != nil {

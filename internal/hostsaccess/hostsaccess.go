@@ -18,7 +18,7 @@
 // Like tcpd, Parse never refuses a file: problems stay with the entry they belong to, because an
 // entry that never applies to the daemon being converted cannot change its ACL. File.Err reports
 // every problem of a file (what tcpdchk would complain about); Translate reports those of the
-// entries that apply to its daemon. Every error is a *strictyaml.PosError naming the file, the line and
+// entries that apply to its daemon. Every error is a *acl.PosError naming the file, the line and
 // the offending word, and wraps one of the sentinel errors below.
 //
 // The package is pure: it opens no sockets, and reads files only for /path patterns, through
@@ -34,7 +34,7 @@ import (
 	"github.com/peergate/peergate/internal/strictyaml"
 )
 
-// Sentinel errors. Every error of the package wraps one of them inside a *strictyaml.PosError.
+// Sentinel errors. Every error of the package wraps one of them inside a *acl.PosError.
 var (
 	// ErrUnsupported: a pattern or option that needs something peergate does not have (DNS, ident,
 	// NIS, running commands). The file is valid for tcpd, but cannot be translated.
@@ -51,7 +51,7 @@ var (
 
 // PosError is the error type of the package: a file, a line, the offending value and the
 // underlying error.
-type PosError = strictyaml.PosError
+type PosError = acl.PosError
 
 // Kind says what a Pattern is.
 type Kind uint8

@@ -14,9 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate/limit"
 	"github.com/peergate/peergate/internal/config"
-	"github.com/peergate/peergate/internal/strictyaml"
 )
 
 // Reload reads the config file again and applies it: new rules take effect for the next accepted
@@ -173,7 +173,7 @@ func (s *Server) openPorts(cfg *config.File, want map[string]*service) (map[stri
 			for _, p := range opened {
 				p.ln.Close()
 			}
-			if _, ok := err.(*strictyaml.PosError); ok {
+			if _, ok := err.(*acl.PosError); ok {
 				return nil, err
 			}
 			return nil, fmt.Errorf("service %s: %w", svc.Name, err)
@@ -258,6 +258,6 @@ func addrOf(key string) string {
 
 // filterError places a kernel_filter failure at the line of the config that asked for it.
 func filterError(cfg *config.File, svc *service, err error) error {
-	return &strictyaml.PosError{File: cfg.Path, Line: svc.FilterLine, Value: svc.KernelFilter,
+	return &acl.PosError{File: cfg.Path, Line: svc.FilterLine, Value: svc.KernelFilter,
 		Err: fmt.Errorf("service %s: %w", svc.Name, err)}
 }

@@ -25,29 +25,40 @@ var (
 	ErrSecondDocument = fmt.Errorf("%w: more than one YAML document", ErrSyntax)
 )
 
-// PosError is an error at a place in a file: the file, the 1-based line (0 when the whole file is
-// at fault), the offending value as written, and the underlying error.
-type PosError struct {
+// NewPosError makes the error at a place in a file that every loader reports: the file, the
+// 1-based line (0 when the whole file is at fault), the offending value as written, and the
+// underlying error, which errors.Is sees through; its message is FormatPos's. Package acl sets it,
+// when it is initialised, to make its *acl.PosError, the type that acl's users test for with
+// errors.As, so that the errors of every loader built on this package (acl, the serve config, the
+// hosts.allow import) are that one public type. It is not changed after that; without acl (this
+// package's own tests) it makes an unexported type with the same fields and message.
+var NewPosError = func(file string, line int, value string, err error) error {
+	return &posError{file, line, value, err}
+}
+
+// FormatPos returns "file:line: "value": err", leaving out the parts that are empty: the message
+// of an error at a place in a file.
+func FormatPos(file string, line int, value string, err error) string {
+	s := file
+	if line > 0 {
+		s += ":" + strconv.Itoa(line)
+	}
+	if value != "" {
+		s += ": " + strconv.Quote(value)
+	}
+	return s + ": " + err.Error()
+}
+
+// posError is what NewPosError makes when package acl has not replaced it.
+type posError struct {
 	File  string
 	Line  int
 	Value string
 	Err   error
 }
 
-// Error returns "file:line: "value": err", leaving out the parts that are empty.
-func (e *PosError) Error() string {
-	s := e.File
-	if e.Line > 0 {
-		s += ":" + strconv.Itoa(e.Line)
-	}
-	if e.Value != "" {
-		s += ": " + strconv.Quote(e.Value)
-	}
-	return s + ": " + e.Err.Error()
-}
-
-// Unwrap returns the underlying error.
-func (e *PosError) Unwrap() error { return e.Err }
+func (e *posError) Error() string { return FormatPos(e.File, e.Line, e.Value, e.Err) }
+func (e *posError) Unwrap() error { return e.Err }
 
 // MaxToken is the longest value AddressToken lets an error repeat.
 const MaxToken = 64
@@ -104,7 +115,7 @@ func (l *Errors) Add(err error) {
 
 // At records an error at file:line about value.
 func (l *Errors) At(file string, line int, value string, err error) {
-	l.Add(&PosError{file, line, value, err})
+	l.Add(NewPosError(file, line, value, err))
 }
 
 // Err returns all recorded errors joined, or nil.
@@ -118,7 +129,8 @@ func (l *Errors) Err() error {
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // Parse parses data as one YAML document and returns its top node, turning syntax errors into
-// *PosError values naming name and the line. An empty document is returned as an empty mapping.
+// positioned errors (NewPosError) naming name and the line. An empty document is returned as an
+// empty mapping.
 //
 // A file holds exactly one document: anything after a "---" that follows the first document, or
 // after a "..." that ends it, is an error wrapping ErrSyntax and ErrSecondDocument, even when the
@@ -138,8 +150,8 @@ func Parse(name string, data []byte) (*yaml.Node, error) {
 	case err != nil: // content after "...", or a broken document after "---"
 		return nil, syntaxError(name, err, ErrSecondDocument)
 	default:
-		return nil, &PosError{File: name, Line: next.Line, Err: fmt.Errorf(
-			"%w: only the first would be read; remove this \"---\" or merge the documents", ErrSecondDocument)}
+		return nil, NewPosError(name, next.Line, "", fmt.Errorf(
+			"%w: only the first would be read; remove this \"---\" or merge the documents", ErrSecondDocument))
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: 1}, nil
@@ -150,21 +162,19 @@ func Parse(name string, data []byte) (*yaml.Node, error) {
 // noDocStart is what yaml.v3 says of content after a "..." that ended a document.
 const noDocStart = "did not find expected <document start>"
 
-// syntaxError turns a yaml.v3 error into a *PosError at its line, wrapping sentinel.
-func syntaxError(name string, err, sentinel error) *PosError {
-	msg := err.Error()
-	pe := &PosError{File: name}
+// syntaxError turns a yaml.v3 error into a positioned error at its line, wrapping sentinel.
+func syntaxError(name string, err, sentinel error) error {
+	msg, line := err.Error(), 0
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		pe.Line, _ = strconv.Atoi(m[1])
+		line, _ = strconv.Atoi(m[1])
 		msg = m[2]
 	}
 	if msg == noDocStart {
 		// A parser error, which yaml.v3 reports one line early (scanner errors it reports right).
-		pe.Line++
+		line++
 		msg = "content after the \"...\" that ends the first; only the first would be read"
 	}
-	pe.Err = fmt.Errorf("%w: %s", sentinel, msg)
-	return pe
+	return NewPosError(name, line, "", fmt.Errorf("%w: %s", sentinel, msg))
 }
 
 // Mapping calls fn for each key of the mapping node n, in order. A node that is not a mapping, a

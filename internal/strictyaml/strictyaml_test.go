@@ -41,7 +41,7 @@ func TestParseOneDocument(t *testing.T) {
 				}
 				return
 			}
-			var pe *PosError
+			var pe *posError
 			if n != nil || !errors.Is(err, tc.want) || !errors.Is(err, ErrSyntax) || !errors.As(err, &pe) {
 				t.Fatalf("Parse = %v, %v; want a *PosError wrapping %v", n, err, tc.want)
 			}
