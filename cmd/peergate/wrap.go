@@ -15,7 +15,7 @@ import (
 
 	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/internal/config"
-	"github.com/peergate/peergate/internal/serve"
+	"github.com/peergate/peergate/internal/sockenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -87,7 +87,7 @@ func cmdWrap(args []string, stdout, stderr io.Writer) int {
 // inheritedFD returns the descriptor of the connection: systemd's fd 3 when LISTEN_FDS and
 // LISTEN_PID say it is for this process, fd 0 otherwise.
 func inheritedFD() (int, error) {
-	fds, _, err := serve.ListenFDs()
+	fds, _, err := sockenv.ListenFDs()
 	switch {
 	case err != nil:
 		return 0, err
@@ -117,7 +117,7 @@ func execWith(fd int, peer gate.Peer, prog string, argv []string) error {
 		unix.Close(fd)
 	}
 	if sa, err := unix.Getsockname(0); err == nil && !peer.Unix {
-		env = append(env, serve.UCSPI(peer.AddrPort, sockaddrPort(sa))...)
+		env = append(env, sockenv.UCSPI(peer.AddrPort, sockaddrPort(sa))...)
 	}
 	return syscall.Exec(prog, argv, env)
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/peergate/peergate/internal/config"
+	"github.com/peergate/peergate/internal/sockenv"
 )
 
 // spawn starts prog with the connection as its standard input and output, like inetd's "nowait"
@@ -166,19 +166,7 @@ func ucspi(c net.Conn) []string {
 	if !rok || !lok {
 		return []string{"PROTO=UNIX"}
 	}
-	return UCSPI(remote, local)
-}
-
-// UCSPI returns the UCSPI-TCP variables (PROTO, TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP,
-// TCPLOCALPORT) for a connection between remote and local, as "NAME=value" strings.
-func UCSPI(remote, local netip.AddrPort) []string {
-	return []string{
-		"PROTO=TCP",
-		"TCPREMOTEIP=" + remote.Addr().String(),
-		"TCPREMOTEPORT=" + strconv.Itoa(int(remote.Port())),
-		"TCPLOCALIP=" + local.Addr().String(),
-		"TCPLOCALPORT=" + strconv.Itoa(int(local.Port())),
-	}
+	return sockenv.UCSPI(remote, local)
 }
 
 func addrPort(a net.Addr) (netip.AddrPort, bool) {

@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,44 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/peergate/peergate/internal/config"
+	"github.com/peergate/peergate/internal/sockenv"
 	"golang.org/x/sys/unix"
 )
-
-// ListenFDsStart is the first descriptor systemd passes (SD_LISTEN_FDS_START).
-const ListenFDsStart = 3
-
-// ErrListenFDs marks LISTEN_FDS or LISTEN_FDNAMES that cannot be read.
-var ErrListenFDs = errors.New("bad socket activation variables")
-
-// ListenFDs returns the descriptors systemd passed this process (socket activation: LISTEN_PID
-// names this process, LISTEN_FDS counts them from fd 3) and their names (LISTEN_FDNAMES; "" for
-// each where it is not set). It returns none when LISTEN_PID is not this process's.
-func ListenFDs() (fds []int, names []string, err error) {
-	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
-		return nil, nil, nil
-	}
-	n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
-	if err != nil || n < 0 || n > 1<<16 {
-		return nil, nil, fmt.Errorf("%w: LISTEN_FDS=%q", ErrListenFDs, os.Getenv("LISTEN_FDS"))
-	}
-	names = make([]string, n)
-	if v, ok := os.LookupEnv("LISTEN_FDNAMES"); ok && n > 0 {
-		given := strings.Split(v, ":")
-		if len(given) != n {
-			return nil, nil, fmt.Errorf("%w: LISTEN_FDNAMES=%q names %d sockets, LISTEN_FDS=%d", ErrListenFDs, v, len(given), n)
-		}
-		copy(names, given)
-	}
-	fds = make([]int, 0, n) // not nil: LISTEN_PID is this process's
-	for i := range n {
-		fds = append(fds, ListenFDsStart+i)
-	}
-	return fds, names, nil
-}
 
 // activation holds the listening sockets systemd passed serve. Each stays open for the life of
 // the process, so that a reload which drops its address and a later one which brings it back
@@ -67,7 +34,7 @@ type inherited struct {
 // passes them without, and spawned handlers must not hold them), and unsets the variables so
 // that children do not see them.
 func inheritSockets(log *slog.Logger) (*activation, error) {
-	fds, names, err := ListenFDs()
+	fds, names, err := sockenv.ListenFDs()
 	for _, k := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
 		os.Unsetenv(k)
 	}

@@ -1,12 +1,9 @@
 package serve
 
 import (
-	"errors"
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
 	"testing"
 )
 
@@ -35,45 +32,6 @@ func TestActivationMatches(t *testing.T) {
 	} {
 		if got := matches(tc.entry, tc.got); got != tc.want {
 			t.Errorf("matches(%q, %v) = %v, want %v", tc.entry, tc.got, got, tc.want)
-		}
-	}
-}
-
-// TestListenFDs: the socket activation variables, for this process or another.
-func TestListenFDs(t *testing.T) {
-	me := strconv.Itoa(os.Getpid())
-	for _, tc := range []struct {
-		pid, fds, names string
-		want            []int
-		wantNames       []string
-		err             bool
-	}{
-		{"1", "2", "", nil, nil, false}, // another process's
-		{me, "2", "-", []int{3, 4}, []string{"", ""}, false},
-		{me, "2", "a:b", []int{3, 4}, []string{"a", "b"}, false},
-		{me, "2", "a", nil, nil, true},
-		{me, "two", "-", nil, nil, true},
-		{me, "-1", "-", nil, nil, true},
-	} {
-		t.Setenv("LISTEN_PID", tc.pid)
-		t.Setenv("LISTEN_FDS", tc.fds)
-		t.Setenv("LISTEN_FDNAMES", tc.names)
-		if tc.names == "-" {
-			os.Unsetenv("LISTEN_FDNAMES")
-		}
-		fds, names, err := ListenFDs()
-		if (err != nil) != tc.err || err != nil && !errors.Is(err, ErrListenFDs) {
-			t.Errorf("%+v: err %v", tc, err)
-			continue
-		}
-		if len(fds) != len(tc.want) || len(names) != len(tc.wantNames) {
-			t.Errorf("%+v: %v %q", tc, fds, names)
-			continue
-		}
-		for i := range fds {
-			if fds[i] != tc.want[i] || names[i] != tc.wantNames[i] {
-				t.Errorf("%+v: %v %q", tc, fds, names)
-			}
 		}
 	}
 }
