@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/internal/acltest"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -91,6 +92,14 @@ func (v *vm) check(t testing.TB, a *acl.ACL, src netip.Addr) int {
 	if !src.IsValid() {
 		return 0 // the neighbour of the first or last address
 	}
+	return v.expect(t, src, a.Decide(src).Action, "Decide")
+}
+
+// expect checks that the program gives want for src (which must be valid) in every form of it
+// v's family can see (see check); by names where want comes from. It returns the number of
+// comparisons.
+func (v *vm) expect(t testing.TB, src netip.Addr, want acl.Action, by string) int {
+	t.Helper()
 	src = src.WithZone("")
 	var forms []netip.Addr
 	switch {
@@ -109,12 +118,27 @@ func (v *vm) check(t testing.TB, a *acl.ACL, src netip.Addr) int {
 		forms = append(forms, src)
 	}
 	for _, f := range forms {
-		want := a.Decide(src).Action
 		if got := v.decide(t, packet(f)); got != want {
-			t.Fatalf("%s packet from %v: program says %v, Decide says %v", familyName(v.family), f, got, want)
+			t.Fatalf("%s packet from %v: program says %v, %s says %v", familyName(v.family), f, got, by, want)
 		}
 	}
 	return len(forms)
+}
+
+// TestCompileVectors runs the conformance vectors (internal/acltest) through the classic BPF
+// programs of both families, in the VM: the action only, as a socket filter keeps or drops; the
+// unix checks have no packet.
+func TestCompileVectors(t *testing.T) {
+	acltest.Run(t, func(t *testing.T, a *acl.ACL, cases []acltest.Case) {
+		for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+			v := newVM(t, a, family)
+			for _, c := range cases {
+				if !c.Unix {
+					v.expect(t, c.Addr, c.Action, "the vector")
+				}
+			}
+		}
+	})
 }
 
 func familyName(f int) string {
@@ -124,122 +148,16 @@ func familyName(f int) string {
 	return "AF_INET6"
 }
 
-// edges returns, for each range of a, its first and last address, the addresses just outside it,
-// and a random one inside; and the edges of the IPv4-mapped block.
-func edges(r *rand.Rand, a *acl.ACL) []netip.Addr {
-	var out []netip.Addr
-	for rg := range a.Ranges() {
-		out = append(out, rg.First, rg.Last, rg.First.Prev(), rg.Last.Next(), between(r, rg.First, rg.Last))
-	}
-	mapped := netip.MustParsePrefix("::ffff:0:0/96")
-	out = append(out, mapped.Addr(), mapped.Addr().Prev(), netip.MustParseAddr("::ffff:ffff:ffff"),
-		netip.MustParseAddr("::1:0:0:0"))
-	return out
-}
-
-// between returns a random address in [lo, hi], which are of one family.
-func between(r *rand.Rand, lo, hi netip.Addr) netip.Addr {
-	l, h := lo.AsSlice(), hi.AsSlice()
-	out := make([]byte, len(l))
-	atLo, atHi := true, true
-	for i := range out {
-		min, max := 0, 255
-		if atLo {
-			min = int(l[i])
-		}
-		if atHi {
-			max = int(h[i])
-		}
-		out[i] = byte(min + r.IntN(max-min+1))
-		atLo = atLo && out[i] == l[i]
-		atHi = atHi && out[i] == h[i]
-	}
-	a, _ := netip.AddrFromSlice(out)
-	return a
-}
-
-// randomAddrs returns n random addresses: IPv4, IPv6 anywhere, IPv6 in the clusters genRules uses,
-// and IPv4-mapped.
-func randomAddrs(r *rand.Rand, n int) []netip.Addr {
-	out := make([]netip.Addr, 0, n)
-	for range n {
-		var b [16]byte
-		for i := range b {
-			b[i] = byte(r.Uint32())
-		}
-		switch r.IntN(5) {
-		case 0:
-			out = append(out, netip.AddrFrom4([4]byte(b[:4])))
-		case 1:
-			out = append(out, netip.AddrFrom4([4]byte{10, b[1] & 3, b[2], b[3]}))
-		case 2:
-			out = append(out, netip.AddrFrom16(b))
-		case 3:
-			copy(b[:], []byte{0x20, 0x01, 0x0d, 0xb8, 0, b[5] & 1, 0, b[7] & 3})
-			out = append(out, netip.AddrFrom16(b))
-		case 4:
-			out = append(out, netip.AddrFrom16(netip.AddrFrom4([4]byte{10, b[1] & 3, b[2], b[3]}).As16()))
-		}
-	}
-	return out
-}
-
-// genRules returns n random rules of the given shape.
-func genRules(r *rand.Rand, shape string, n int) []acl.Rule {
-	rules := make([]acl.Rule, 0, n)
-	add := func(p netip.Prefix, act acl.Action) {
-		rules = append(rules, acl.Rule{Prefix: p.Masked(), Action: act})
-	}
-	v4 := func() netip.Addr {
-		return netip.AddrFrom4([4]byte{byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())})
-	}
-	v6 := func() netip.Addr {
-		var b [16]byte
-		for i := range b {
-			b[i] = byte(r.Uint32())
-		}
-		return netip.AddrFrom16(b)
-	}
-	for len(rules) < n {
-		act := acl.Action(r.IntN(2))
-		switch shape {
-		case "v4": // anywhere, /0 to /32
-			add(netip.PrefixFrom(v4(), r.IntN(33)), act)
-		case "v4cluster": // nested and overlapping, in 10.0.0.0/14
-			a := netip.AddrFrom4([4]byte{10, byte(r.IntN(4)), byte(r.IntN(256)), byte(r.IntN(256))})
-			add(netip.PrefixFrom(a, 8+r.IntN(25)), act)
-		case "v6": // anywhere, /0 to /128
-			add(netip.PrefixFrom(v6(), r.IntN(129)), act)
-		case "v6cluster": // nested in 2001:db8::/32, across word boundaries
-			b := v6().As16()
-			copy(b[:], []byte{0x20, 0x01, 0x0d, 0xb8, 0, b[5] & 1, 0, b[7] & 3})
-			add(netip.PrefixFrom(netip.AddrFrom16(b), 32+r.IntN(97)), act)
-		case "mapped": // IPv4-mapped spellings, and short IPv6 prefixes covering ::ffff:0:0/96
-			if r.IntN(3) == 0 {
-				add(netip.PrefixFrom(netip.IPv6Unspecified(), r.IntN(96)), act)
-			} else {
-				a := netip.AddrFrom4([4]byte{10, byte(r.IntN(4)), byte(r.IntN(256)), 0})
-				add(netip.PrefixFrom(netip.AddrFrom16(a.As16()), 96+8+r.IntN(25)), act)
-			}
-		case "mixed":
-			add(genRules(r, []string{"v4", "v4cluster", "v6", "v6cluster", "mapped"}[r.IntN(5)], 1)[0].Prefix, act)
-		}
-	}
-	return rules
-}
-
-var shapes = []string{"v4", "v4cluster", "v6", "v6cluster", "mapped", "mixed"}
-
 // TestCompileMatchesDecide compares the programs with ACL.Decide on random ACLs of every shape and
-// of sizes from 0 to 1000 rules, at the edges of every range and at random addresses.
+// of sizes from 0 to 1000 rules (3 of each), at the edges of every range and at random addresses.
 func TestCompileMatchesDecide(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	checks, acls := 0, 0
 	for _, n := range []int{0, 1, 2, 5, 10, 50, 200, 1000} {
-		for _, shape := range shapes {
-			for range 4 {
-				a := acl.MustNew(acl.Spec{Default: acl.Action(r.IntN(2)), Rules: genRules(r, shape, n)})
-				probes := append(edges(r, a), randomAddrs(r, 2000)...)
+		for _, shape := range acltest.Shapes {
+			for range 3 {
+				a := acl.MustNew(acl.Spec{Default: acl.Action(r.IntN(2)), Rules: acltest.Rules(r, shape, n)})
+				probes := append(acltest.RangeEdges(r, a, 0), acltest.Addrs(r, 2000)...)
 				for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
 					raw, err := compile(a, family, 0)
 					if errors.Is(err, ErrTooLarge) {
@@ -330,7 +248,7 @@ func TestCompileErrors(t *testing.T) {
 		t.Errorf("nil ACL: %v, want ErrNoACL", err)
 	}
 	// A 1M-rule blocklist is refused at once, before any code is generated.
-	rules := genRules(rand.New(rand.NewPCG(1, 1)), "v4", 100_000)
+	rules := acltest.Seeded(acltest.V4, 100_000, 1)
 	if _, err := Compile(acl.MustNew(acl.Spec{Default: acl.Allow, Rules: rules}), unix.AF_INET); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("100k rules: %v, want ErrTooLarge", err)
 	}
@@ -338,7 +256,7 @@ func TestCompileErrors(t *testing.T) {
 
 // TestCompileUsesNetOff: the kernel's program loads every byte through SKF_NET_OFF.
 func TestCompileUsesNetOff(t *testing.T) {
-	a := acl.MustNew(acl.Spec{Default: acl.Deny, Rules: genRules(rand.New(rand.NewPCG(5, 5)), "mixed", 200)})
+	a := acl.MustNew(acl.Spec{Default: acl.Deny, Rules: acltest.Seeded(acltest.Mixed, 200, 5)})
 	raw, err := Compile(a, unix.AF_INET6)
 	if err != nil {
 		t.Fatal(err)
@@ -439,7 +357,7 @@ func TestLargestThatFits(t *testing.T) {
 			v := vmOf(t, raw, tc.family)
 			checks := 0
 			r := rand.New(rand.NewPCG(1, 1))
-			for _, p := range append(edges(r, a), randomAddrs(r, 5000)...) {
+			for _, p := range append(acltest.RangeEdges(r, a, 0), acltest.Addrs(r, 5000)...) {
 				checks += v.check(t, a, p)
 			}
 			t.Logf("largest that fits: %d rules, %d instructions; %d packets compared with Decide", lo, len(raw), checks)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/internal/acltest"
 	"golang.org/x/sys/unix"
 )
 
@@ -138,27 +139,10 @@ func check(t testing.TB, f *EBPF, a *acl.ACL, src netip.Addr, opts int) int {
 	return 1
 }
 
-func rulesOf(specs ...string) []acl.Rule {
-	var rs []acl.Rule
-	for _, s := range specs {
-		act, pfx, _ := strings.Cut(s, " ")
-		a, err := acl.ParseAction(act)
-		if err != nil {
-			panic(err)
-		}
-		p, err := acl.ParsePrefix(pfx)
-		if err != nil {
-			panic(err)
-		}
-		rs = append(rs, acl.Rule{Prefix: p, Action: a})
-	}
-	return rs
-}
-
 // TestEBPFDecideVectors runs the vectors of acl's TestDecide through the eBPF program.
 func TestEBPFDecideVectors(t *testing.T) {
 	f := newEBPF(t)
-	office := rulesOf("allow 10.0.0.0/8", "deny 10.66.0.0/16", "allow 10.66.1.0/24", "allow 10.66.1.7",
+	office := acltest.RulesOf("allow 10.0.0.0/8", "deny 10.66.0.0/16", "allow 10.66.1.0/24", "allow 10.66.1.7",
 		"allow 2001:db8::/32", "deny 2001:db8:bad::/48", "allow 2001:db8:bad::1")
 	for _, tc := range []struct {
 		def   acl.Action
@@ -182,25 +166,25 @@ func TestEBPFDecideVectors(t *testing.T) {
 		{acl.Deny, office, "2001:db8:bad::2"},
 		{acl.Deny, office, "2001:db8:bad::1"},
 		{acl.Allow, office, "2001:db9::1"},
-		{acl.Deny, rulesOf("allow ::ffff:127.0.0.0/104"), "127.0.0.2"},
-		{acl.Deny, rulesOf("allow ::ffff:127.0.0.2"), "::ffff:127.0.0.2"},
-		{acl.Allow, rulesOf("deny 0.0.0.0/0"), "255.255.255.255"},
-		{acl.Allow, rulesOf("deny 0.0.0.0/0"), "::1"},
-		{acl.Allow, rulesOf("deny ::/0"), "127.0.0.1"},
-		{acl.Allow, rulesOf("deny ::/0"), "::ffff:127.0.0.1"},
-		{acl.Allow, rulesOf("deny ::/0"), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},
-		{acl.Deny, rulesOf("allow ::/0", "allow 0.0.0.0/0"), "1.2.3.4"},
-		{acl.Deny, rulesOf("allow ::/0", "allow 0.0.0.0/0"), "2001:db8::1"},
-		{acl.Allow, rulesOf("allow 10.0.0.0/8", "deny 10.0.0.0/8"), "10.0.0.1"},
-		{acl.Allow, rulesOf("deny 10.0.0.0/8", "allow 10.0.0.0/8"), "10.0.0.1"},
-		{acl.Allow, rulesOf("deny 0.0.0.0/0", "allow 0.0.0.0/0"), "10.0.0.1"},
-		{acl.Deny, rulesOf("deny 10.66.0.0/16", "allow 10.0.0.0/8"), "10.1.0.0"},
-		{acl.Deny, rulesOf("allow 10.0.0.0/25", "allow 10.0.0.128/25"), "10.0.0.128"},
-		{acl.Deny, rulesOf("allow 255.255.255.255"), "255.255.255.255"},
-		{acl.Deny, rulesOf("allow 255.255.255.255"), "255.255.255.254"},
-		{acl.Deny, rulesOf("allow ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},
-		{acl.Deny, rulesOf("allow 2001:db8::/63"), "2001:db8:0:1:ffff:ffff:ffff:ffff"},
-		{acl.Deny, rulesOf("allow 2001:db8::/63"), "2001:db8:0:2::"},
+		{acl.Deny, acltest.RulesOf("allow ::ffff:127.0.0.0/104"), "127.0.0.2"},
+		{acl.Deny, acltest.RulesOf("allow ::ffff:127.0.0.2"), "::ffff:127.0.0.2"},
+		{acl.Allow, acltest.RulesOf("deny 0.0.0.0/0"), "255.255.255.255"},
+		{acl.Allow, acltest.RulesOf("deny 0.0.0.0/0"), "::1"},
+		{acl.Allow, acltest.RulesOf("deny ::/0"), "127.0.0.1"},
+		{acl.Allow, acltest.RulesOf("deny ::/0"), "::ffff:127.0.0.1"},
+		{acl.Allow, acltest.RulesOf("deny ::/0"), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},
+		{acl.Deny, acltest.RulesOf("allow ::/0", "allow 0.0.0.0/0"), "1.2.3.4"},
+		{acl.Deny, acltest.RulesOf("allow ::/0", "allow 0.0.0.0/0"), "2001:db8::1"},
+		{acl.Allow, acltest.RulesOf("allow 10.0.0.0/8", "deny 10.0.0.0/8"), "10.0.0.1"},
+		{acl.Allow, acltest.RulesOf("deny 10.0.0.0/8", "allow 10.0.0.0/8"), "10.0.0.1"},
+		{acl.Allow, acltest.RulesOf("deny 0.0.0.0/0", "allow 0.0.0.0/0"), "10.0.0.1"},
+		{acl.Deny, acltest.RulesOf("deny 10.66.0.0/16", "allow 10.0.0.0/8"), "10.1.0.0"},
+		{acl.Deny, acltest.RulesOf("allow 10.0.0.0/25", "allow 10.0.0.128/25"), "10.0.0.128"},
+		{acl.Deny, acltest.RulesOf("allow 255.255.255.255"), "255.255.255.255"},
+		{acl.Deny, acltest.RulesOf("allow 255.255.255.255"), "255.255.255.254"},
+		{acl.Deny, acltest.RulesOf("allow ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},
+		{acl.Deny, acltest.RulesOf("allow 2001:db8::/63"), "2001:db8:0:1:ffff:ffff:ffff:ffff"},
+		{acl.Deny, acltest.RulesOf("allow 2001:db8::/63"), "2001:db8:0:2::"},
 	} {
 		t.Run(fmt.Sprint(tc.def, tc.rules, tc.addr), func(t *testing.T) {
 			a := acl.MustNew(acl.Spec{Default: tc.def, Rules: tc.rules})
@@ -212,6 +196,28 @@ func TestEBPFDecideVectors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEBPFConformanceVectors runs the conformance vectors (internal/acltest) through the eBPF
+// program with BPF_PROG_TEST_RUN, each ACL loaded in turn into one filter: the action only, as a
+// socket filter keeps or drops; the unix checks have no packet.
+func TestEBPFConformanceVectors(t *testing.T) {
+	f := newEBPF(t)
+	acltest.Run(t, func(t *testing.T, a *acl.ACL, cases []acltest.Case) {
+		if err := f.Load(a); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cases {
+			if c.Unix {
+				continue
+			}
+			for _, opts := range []int{0, 1} {
+				if got := judge(t, f, c.Addr.WithZone(""), opts); got != c.Action {
+					t.Errorf("%v: filter says %v (IPv4 options %d words)", c, got, opts)
+				}
+			}
+		}
+	})
 }
 
 // TestEBPFOtherPackets: segments without SYN are kept (they belong to accepted connections, or
@@ -262,20 +268,20 @@ func TestEBPFMatchesDecide(t *testing.T) {
 		sizes = append(sizes, 100000)
 	}
 	for _, n := range sizes {
-		for k, shape := range shapes {
+		for k, shape := range acltest.Shapes {
 			reps := 2
 			if n >= 10000 { // one ACL of each shape, in turn
 				reps = 0
-				if k == n/10000%len(shapes) || shape == "mixed" {
+				if k == n/10000%len(acltest.Shapes) || shape == acltest.Mixed {
 					reps = 1
 				}
 			}
 			for range reps {
-				a := acl.MustNew(acl.Spec{Default: acl.Action(r.IntN(2)), Rules: genRules(r, shape, n)})
+				a := acl.MustNew(acl.Spec{Default: acl.Action(r.IntN(2)), Rules: acltest.Rules(r, shape, n)})
 				if err := f.Load(a); err != nil {
 					t.Fatal(err)
 				}
-				probes := append(randomAddrs(r, 300), sampleEdges(r, a, 300)...)
+				probes := append(acltest.Addrs(r, 300), acltest.RangeEdges(r, a, 300)...)
 				for _, p := range probes {
 					checks += check(t, f, a, p, r.IntN(3))
 				}
@@ -298,8 +304,8 @@ func TestEBPFReloadSteps(t *testing.T) {
 	var old *acl.ACL
 	probes := 0
 	for i := range 25 {
-		shape := shapes[i%len(shapes)]
-		a := acl.MustNew(acl.Spec{Default: acl.Action(r.IntN(2)), Rules: genRules(r, shape, 1+r.IntN(20))})
+		shape := acltest.Shapes[i%len(acltest.Shapes)]
+		a := acl.MustNew(acl.Spec{Default: acl.Action(r.IntN(2)), Rules: acltest.Rules(r, shape, 1+r.IntN(20))})
 		if old == nil {
 			if err := f.Load(a); err != nil {
 				t.Fatal(err)
@@ -307,8 +313,8 @@ func TestEBPFReloadSteps(t *testing.T) {
 			old = a
 			continue
 		}
-		addrs := append(edges(r, a), edges(r, old)...)
-		addrs = append(addrs, randomAddrs(r, 20)...)
+		addrs := append(acltest.RangeEdges(r, a, 0), acltest.RangeEdges(r, old, 0)...)
+		addrs = append(addrs, acltest.Addrs(r, 20)...)
 		n4, n6 := entries(a)
 		for k, st := range f.plan(n4, n6) {
 			if err := st(); err != nil {
@@ -369,7 +375,7 @@ func TestEBPFBans(t *testing.T) {
 			t.Errorf("%s: kept = %v, want %v", tc.addr, got, tc.kept)
 		}
 	}
-	if err := f.Load(acl.MustNew(acl.Spec{Default: acl.Allow, Rules: rulesOf("allow 192.0.2.0/24")})); err != nil {
+	if err := f.Load(acl.MustNew(acl.Spec{Default: acl.Allow, Rules: acltest.RulesOf("allow 192.0.2.0/24")})); err != nil {
 		t.Fatal(err)
 	}
 	if kept("192.0.2.9") {
@@ -395,24 +401,6 @@ func TestEBPFBans(t *testing.T) {
 	if err := f.UpdateBans([]netip.Prefix{{}}, nil); err == nil {
 		t.Error("an invalid prefix: no error")
 	}
-}
-
-// sampleEdges returns the edges (first, last, the neighbours outside, one inside) of up to n
-// ranges of a, chosen at random, and of the IPv4-mapped block.
-func sampleEdges(r *rand.Rand, a *acl.ACL, n int) []netip.Addr {
-	var rs []acl.Range
-	for rg := range a.Ranges() {
-		rs = append(rs, rg)
-	}
-	out := edges(r, acl.MustNew(acl.Spec{})) // the mapped block's edges
-	for i := range min(n, len(rs)) {
-		rg := rs[i]
-		if len(rs) > n {
-			rg = rs[r.IntN(len(rs))]
-		}
-		out = append(out, rg.First, rg.Last, rg.First.Prev(), rg.Last.Next(), between(r, rg.First, rg.Last))
-	}
-	return out
 }
 
 // BenchmarkEBPFLoad1M builds the filter for an allow-by-default ACL denying a million scattered

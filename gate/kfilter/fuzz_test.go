@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/internal/acltest"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,7 +59,7 @@ func FuzzCompile(f *testing.F) {
 			t.Fatalf("New: %v", err)
 		}
 		r := rand.New(rand.NewPCG(uint64(len(spec.Rules)), 1))
-		probes := append(edges(r, a), randomAddrs(r, 200)...)
+		probes := append(acltest.RangeEdges(r, a, 0), acltest.Addrs(r, 200)...)
 		if len(data) >= 4 {
 			probes = append(probes, netip.AddrFrom4([4]byte(data[:4])))
 		}
