@@ -1,0 +1,298 @@
+package serve
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/peergate/peergate/internal/config"
+)
+
+// parseConfig parses text as the serve file dir/serve.yaml, without serving it.
+func parseConfig(t *testing.T, text string) *config.File {
+	t.Helper()
+	f, err := config.Parse(t.TempDir()+"/serve.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestPortKey: a listen entry's key in Server.ports is its address, which a reload finds again,
+// except for TCP port 0, which is one listener per entry; addrOf gives the address back.
+func TestPortKey(t *testing.T) {
+	for _, tc := range []struct {
+		service, addr string
+		i             int
+		kept          bool // the key is the address itself
+	}{
+		{"p", "127.0.0.1:8080", 0, true},
+		{"p", "[::1]:8080", 3, true},
+		{"p", "unix:/run/p.sock", 0, true},
+		{"p", "unix:/run/0", 1, true},
+		{"p", "127.0.0.1:0", 0, false},
+		{"q", "[::1]:0", 2, false},
+		{"p", "localhost:0", 1, false},
+	} {
+		key := portKey(tc.service, tc.addr, tc.i)
+		if (key == tc.addr) != tc.kept {
+			t.Errorf("portKey(%q, %q, %d) = %q; kept as the address: %v, want %v", tc.service, tc.addr, tc.i, key, key == tc.addr, tc.kept)
+		}
+		if got := addrOf(key); got != tc.addr {
+			t.Errorf("addrOf(portKey(%q)) = %q", tc.addr, got)
+		}
+		if !tc.kept {
+			// Two port-0 entries never share a key: not in one service, not across two.
+			if other := portKey(tc.service, tc.addr, tc.i+1); other == key {
+				t.Errorf("portKey(%q): entries %d and %d share the key %q", tc.addr, tc.i, tc.i+1, key)
+			}
+			if other := portKey(tc.service+"x", tc.addr, tc.i); other == key {
+				t.Errorf("portKey(%q): services %s and %sx share the key %q", tc.addr, tc.service, tc.service, key)
+			}
+		}
+	}
+}
+
+// TestCheckKeep: a reload asked for through the admin API may not shut out its own peer from the
+// admin listener, nor from a service that lets it in now; services that deny it now, or that the
+// running config does not have, are not its to keep.
+func TestCheckKeep(t *testing.T) {
+	const svcs = "services:\n  - {name: p, listen: [\"127.0.0.1:0\"], acl: p, upstream: \"127.0.0.1:1\"}\n" +
+		"  - {name: q, listen: [\"127.0.0.1:0\"], acl: q, upstream: \"127.0.0.1:1\"}\n"
+	file := func(p, q, admin string) *config.File {
+		text := svcs + "acls:\n  p: " + p + "\n  q: " + q + "\n"
+		if admin != "" {
+			text += "  adm: " + admin + "\nadmin: {listen: \"127.0.0.1:0\", acl: adm}\n"
+		}
+		return parseConfig(t, text)
+	}
+	const allow, deny = "{default: allow}", "{default: deny}"
+	peer := netip.MustParseAddr("127.0.0.1")
+	for _, tc := range []struct {
+		name string
+		old  *config.File
+		cfg  *config.File
+		want []string // in the error; none: no error
+	}{
+		{"nothing changes", file(allow, allow, allow), file(allow, allow, allow), nil},
+		{"p shuts the peer out", file(allow, allow, ""), file(deny, allow, ""), []string{"service p: 127.0.0.1"}},
+		{"p and q shut it out", file(allow, allow, ""), file(deny, "{default: allow, deny: [127.0.0.0/8]}", ""), []string{"service p:", "service q:", "deny by 127.0.0.0/8"}},
+		{"q denied it already", file(allow, deny, ""), file(allow, deny, ""), nil},
+		{"the admin ACL shuts it out", file(allow, allow, allow), file(allow, allow, deny), []string{"the admin listener's ACL adm would deny 127.0.0.1"}},
+		{"the admin ACL denied it already", file(allow, allow, deny), file(allow, allow, deny), []string{"admin listener"}},
+		{"no running config", nil, file(deny, deny, ""), nil},
+	} {
+		err := checkKeep(tc.old, tc.cfg, peer)
+		if len(tc.want) == 0 {
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrLockout) {
+			t.Errorf("%s: err %v, want ErrLockout", tc.name, err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %v; want %q in it", tc.name, err, w)
+			}
+		}
+	}
+}
+
+// TestCheckGuards: every guard.keep_allowed prefix that the config would deny any of is named,
+// with the first address denied and the rule.
+func TestCheckGuards(t *testing.T) {
+	const tmpl = "acls:\n  lo: {default: allow, deny: [%s]}\nservices:\n  - name: p\n    listen: [\"127.0.0.1:0\"]\n    acl: lo\n" +
+		"    upstream: \"127.0.0.1:1\"\n    guard: {keep_allowed: [127.0.0.1, 10.0.0.0/8]}\n"
+	for _, tc := range []struct {
+		deny string
+		want []string
+	}{
+		{"192.0.2.0/24", nil},
+		{"127.0.0.1", []string{"serve.yaml:8: guard.keep_allowed 127.0.0.1/32: 127.0.0.1 would be deny by 127.0.0.1/32"}},
+		{"10.1.2.3", []string{"guard.keep_allowed 10.0.0.0/8: 10.1.2.3 would be deny"}},
+		{"10.255.0.0/16, 127.0.0.0/8", []string{"10.255.0.0 would be", "127.0.0.1 would be"}},
+	} {
+		err := checkGuards(parseConfig(t, strings.Replace(tmpl, "%s", tc.deny, 1)))
+		switch {
+		case tc.want == nil && err != nil:
+			t.Errorf("deny %s: %v", tc.deny, err)
+		case tc.want != nil && !errors.Is(err, ErrLockout):
+			t.Errorf("deny %s: err %v, want ErrLockout", tc.deny, err)
+		}
+		for _, w := range tc.want {
+			if err != nil && !strings.Contains(err.Error(), w) {
+				t.Errorf("deny %s: %v; want %q in it", tc.deny, err, w)
+			}
+		}
+	}
+}
+
+// TestSwapSlot: the max_conns slot an accept loop took for the service it expected moves to the
+// service whose policy admitted the connection, so that no slot leaks and no cap is overrun, and
+// a connection no service admitted is closed (fail closed).
+func TestSwapSlot(t *testing.T) {
+	s := &Server{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	sem := func(n int) chan struct{} {
+		if n == 0 {
+			return nil
+		}
+		return make(chan struct{}, n)
+	}
+	shared := sem(2)
+	for _, tc := range []struct {
+		name      string
+		pre, svc  chan struct{} // slots; nil: no cap
+		svcFull   bool          // svc's slots are all taken
+		noSvc     bool          // admitted by no service
+		done      bool          // the port closed
+		want      bool          // a service comes back
+		preAfter  int           // slots of pre taken afterwards
+		svcAfter  int
+		connAlive bool
+	}{
+		{name: "same cap kept", pre: shared, svc: shared, want: true, preAfter: 1, svcAfter: 1, connAlive: true},
+		{name: "cap changed", pre: sem(2), svc: sem(3), want: true, preAfter: 0, svcAfter: 1, connAlive: true},
+		{name: "cap removed", pre: sem(2), svc: nil, want: true, preAfter: 0, connAlive: true},
+		{name: "cap added", pre: nil, svc: sem(1), want: true, svcAfter: 1, connAlive: true},
+		{name: "new cap full, port closed", pre: sem(1), svc: sem(1), svcFull: true, done: true, preAfter: 0, svcAfter: 1},
+		{name: "no service", pre: sem(1), noSvc: true, preAfter: 0},
+	} {
+		near, _ := tcpPair(t)
+		pre := &service{sem: tc.pre}
+		if tc.pre != nil {
+			tc.pre <- struct{}{} // the accept loop's slot
+		}
+		var svc *service
+		if !tc.noSvc {
+			svc = &service{sem: tc.svc}
+			if tc.svcFull {
+				for range cap(tc.svc) {
+					tc.svc <- struct{}{}
+				}
+			}
+		}
+		done := make(chan struct{})
+		if tc.done {
+			close(done)
+		}
+		got := s.swapSlot(near, pre, svc, done)
+		if (got != nil) != tc.want || got != nil && got != svc {
+			t.Errorf("%s: got %v, want a service %v", tc.name, got, tc.want)
+		}
+		if n := len(tc.pre); tc.pre != nil && n != tc.preAfter {
+			t.Errorf("%s: %d slots of the expected service taken, want %d", tc.name, n, tc.preAfter)
+		}
+		if n := len(tc.svc); tc.svc != nil && n != tc.svcAfter {
+			t.Errorf("%s: %d slots of the admitting service taken, want %d", tc.name, n, tc.svcAfter)
+		}
+		// swapSlot closes the connection it refuses: a write to it then fails at once.
+		_, err := near.Write([]byte("x"))
+		alive := err == nil
+		if !alive && !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%s: write: %v", tc.name, err)
+		}
+		if alive != tc.connAlive {
+			t.Errorf("%s: connection alive %v (%v), want %v", tc.name, alive, err, tc.connAlive)
+		}
+	}
+}
+
+// TestWhatIf: POST /whatif's answer, per running service, for each way a candidate can name the
+// ACL that would guard it, over the service's recent peers.
+func TestWhatIf(t *testing.T) {
+	cfg := parseConfig(t, "acls:\n  lo: {default: deny, allow: [127.0.0.0/8]}\n  other: {default: allow}\nservices:\n"+
+		"  - {name: p, listen: [\"127.0.0.1:0\"], acl: lo, upstream: \"127.0.0.1:1\"}\n"+
+		"  - {name: q, listen: [\"127.0.0.1:0\"], acl: other, upstream: \"127.0.0.1:1\"}\n")
+	s := &Server{m: newMetrics()}
+	now := time.Now()
+	for _, a := range []string{"127.0.0.1", "127.0.0.2", "192.0.2.1", "127.0.0.1"} {
+		s.m.recentOf("p").add(netip.MustParseAddr(a), now)
+	}
+	s.m.recentOf("q").add(netip.MustParseAddr("198.51.100.1"), now)
+	type svcWant struct {
+		newACL, skipped        string
+		peers, denied, allowed int
+	}
+	for _, tc := range []struct {
+		name, cand string
+		want       map[string]svcWant
+		changed    int
+	}{
+		{"same service name", "acls:\n  x: {default: deny, allow: [127.0.0.1, 192.0.2.0/24]}\nservices:\n" +
+			"  - {name: p, listen: [\"127.0.0.1:0\"], acl: x, upstream: \"127.0.0.1:1\"}\n",
+			map[string]svcWant{"p": {newACL: "x", peers: 3, denied: 1, allowed: 1}, "q": {skipped: `the candidate has no service "q" and no ACL "other"`}}, 2},
+		{"a bare ACL file", "default: deny\nallow: [127.0.0.2]\n",
+			map[string]svcWant{"p": {newACL: "serve", peers: 3, denied: 1}, "q": {newACL: "serve", peers: 1, denied: 1}}, 2},
+		{"the ACL of the same name", "acls:\n  lo: {default: allow}\n  other: {default: allow}\n",
+			map[string]svcWant{"p": {newACL: "lo", peers: 3, allowed: 1}, "q": {newACL: "other", peers: 1}}, 1},
+	} {
+		cand := parseConfig(t, tc.cand)
+		got := s.whatIf(cfg, cand, "cand.yaml")
+		if got.Changed != tc.changed || got.Capacity != MaxRecentPeers || got.MemoryBytes != 4*recentPeerBytes || len(got.Services) != 2 {
+			t.Errorf("%s: changed %d (want %d), capacity %d, memory %d, %d services", tc.name, got.Changed, tc.changed, got.Capacity, got.MemoryBytes, len(got.Services))
+		}
+		for _, ws := range got.Services {
+			w := tc.want[ws.Service]
+			if ws.NewACL != w.newACL || ws.Skipped != w.skipped ||
+				ws.Peers != w.peers || ws.NowDenied != w.denied || ws.NowAllowed != w.allowed || len(ws.Changes) != w.denied+w.allowed {
+				t.Errorf("%s: service %s: %+v, want %+v", tc.name, ws.Service, ws, w)
+			}
+			for _, c := range ws.Changes {
+				if c.Old.Action == c.New.Action || c.Old.Rule == "" || c.New.Rule == "" || !c.LastSeen.Equal(now) {
+					t.Errorf("%s: service %s: change %+v", tc.name, ws.Service, c)
+				}
+			}
+		}
+	}
+}
+
+// TestSendPreamble: what goes to the upstream before the client's bytes, for each send_proxy
+// setting, with and without bytes that followed an incoming PROXY header; over real loopback
+// connections, an IPv4-mapped client going out as TCP4.
+func TestSendPreamble(t *testing.T) {
+	client, _ := tcpPair(t) // the accepted end: RemoteAddr is the client
+	src, dst := client.RemoteAddr().(*net.TCPAddr), client.LocalAddr().(*net.TCPAddr)
+	v1 := "PROXY TCP4 127.0.0.1 127.0.0.1 " + strconv.Itoa(src.Port) + " " + strconv.Itoa(dst.Port) + "\r\n"
+	for _, tc := range []struct {
+		send, early string
+		want        string // "v2" for a v2 header
+	}{
+		{"", "", ""},
+		{"", "hello", "hello"},
+		{"v1", "", v1},
+		{"v1", "hello", v1 + "hello"},
+		{"v2", "hello", "v2"},
+	} {
+		up, upFar := tcpPair(t)
+		svc := &service{Service: &config.Service{SendProxy: tc.send}}
+		if err := sendPreamble(up, svc, client, []byte(tc.early)); err != nil {
+			t.Fatal(err)
+		}
+		up.CloseWrite()
+		got, _ := io.ReadAll(upFar)
+		switch tc.want {
+		case "v2":
+			sig := "\r\n\r\n\x00\r\nQUIT\n"
+			if !strings.HasPrefix(string(got), sig) || got[12] != 0x21 || got[13] != 0x11 || !strings.HasSuffix(string(got), tc.early) {
+				t.Errorf("send_proxy v2: % x", got)
+			}
+		default:
+			if string(got) != tc.want {
+				t.Errorf("send_proxy %q, early %q: %q, want %q", tc.send, tc.early, got, tc.want)
+			}
+		}
+	}
+	mapped := &net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.1"), Port: 1}
+	if h := proxyHeader(&config.Service{SendProxy: "v1"}, mapped, mapped); h.SourceAddr.(*net.TCPAddr).IP.To4() == nil || h.TransportProtocol.IsIPv6() {
+		t.Errorf("an IPv4-mapped client goes out as %v %v", h.TransportProtocol, h.SourceAddr)
+	}
+}
