@@ -19,7 +19,7 @@ func cmdLint(args []string, stdout, stderr io.Writer) int {
 	if !f.parse(args) {
 		return f.exit
 	}
-	file, err := loadConfig(f.config, stderr)
+	file, err := loadSpecs(f.config, stderr)
 	if err != nil {
 		return fail(stderr, "lint", err)
 	}

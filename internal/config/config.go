@@ -126,7 +126,7 @@ var LoopbackACL = &ACL{Name: "loopback", ACL: acl.MustNew(acl.Spec{Default: acl.
 type ACL struct {
 	Name string
 	Line int
-	Spec acl.Spec // the rules as loaded, for lint; empty in a running server (see DropSpecs)
+	Spec acl.Spec // the rules as loaded, for lint; empty unless loaded by LoadSpecs
 	ACL  *acl.ACL
 }
 
@@ -210,7 +210,20 @@ func LoadContext(ctx context.Context, path string) (*File, []acl.Source, error) 
 // copies under the file's state_dir (in memory only without one). With m nil a url include is an
 // error (acl.ErrRemote). The cached copies are not among the returned sources: the watcher does
 // not poll them; m refreshes them on their timers.
+//
+// The loaded file keeps the compiled ACLs, not the rules they were compiled from (ACL.Spec is
+// empty): a Spec holds a second copy of every rule, 64 bytes each. LoadSpecs keeps them.
 func LoadSources(ctx context.Context, path string, m *sources.Manager) (*File, []acl.Source, error) {
+	return load(ctx, path, m, false)
+}
+
+// LoadSpecs is LoadSources, and every ACL of the file keeps its Spec: the rules as loaded, with
+// where each was written, which lint reads.
+func LoadSpecs(ctx context.Context, path string, m *sources.Manager) (*File, []acl.Source, error) {
+	return load(ctx, path, m, true)
+}
+
+func load(ctx context.Context, path string, m *sources.Manager, keepSpecs bool) (*File, []acl.Source, error) {
 	l := new(acl.Loader)
 	data, err := l.ReadFile(ctx, path)
 	if err != nil {
@@ -221,13 +234,21 @@ func LoadSources(ctx context.Context, path string, m *sources.Manager) (*File, [
 		return nil, l.Sources(), err
 	}
 	f.Sources = l.Sources()
+	if !keepSpecs {
+		f.dropSpecs()
+	}
 	return f, f.Sources, nil
 }
 
 // Parse reads data as the config file path. Relative paths inside it (includes, ACL files,
-// programs) are relative to the directory of path.
+// programs) are relative to the directory of path. As LoadSources, it keeps no Spec.
 func Parse(path string, data []byte) (*File, error) {
-	return parse(context.Background(), new(acl.Loader), path, data, nil)
+	f, err := parse(context.Background(), new(acl.Loader), path, data, nil)
+	if err != nil {
+		return nil, err
+	}
+	f.dropSpecs()
+	return f, nil
 }
 
 func parse(ctx context.Context, l *acl.Loader, path string, data []byte, m *sources.Manager) (f *File, err error) {
@@ -524,10 +545,10 @@ func (f *File) aclNames() string {
 	return strings.Join(names, ", ")
 }
 
-// DropSpecs forgets the Spec of every ACL of f, keeping the compiled ACLs: for a server, which
-// judges with the ACLs alone, this halves the memory of a big list (the Spec holds a second copy of
-// every rule). lint, which reads the Specs, must not call it.
-func (f *File) DropSpecs() {
+// dropSpecs forgets the Spec of every ACL of f, keeping the compiled ACLs: all but lint judge with
+// the ACLs alone, and the Spec holds a second copy of every rule (it doubled the heap a 1 M-rule
+// list takes).
+func (f *File) dropSpecs() {
 	for _, a := range f.ACLs {
 		a.Spec = acl.Spec{}
 	}

@@ -38,9 +38,6 @@ func (s *Server) reload(ctx context.Context, force bool, keep netip.Addr) error 
 	Notify(reloading()) // systemd (Type=notify): reloading until READY=1 again
 	defer Notify("READY=1")
 	cfg, sources, err := config.LoadSources(ctx, s.path, s.src)
-	if err == nil {
-		cfg.DropSpecs()
-	}
 	// What this load read, as it was when read, whether the load worked or not: a file that
 	// changes after it was read (during the load, too) or that is fixed after it failed, brings
 	// another reload.

@@ -90,7 +90,6 @@ func New(path string, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.DropSpecs() // the server judges with the compiled ACLs alone
 	if len(cfg.Services) == 0 {
 		return nil, fmt.Errorf("%s: %w: no services to serve", path, config.ErrConfig)
 	}
