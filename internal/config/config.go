@@ -1,6 +1,11 @@
 // Package config reads peergate's configuration file: either a bare ACL file (acl.LoadSpec's
 // schema) or a serve file of named ACLs and the services they guard. Every error names the file,
 // the line and the value; unknown and duplicate keys are errors.
+//
+// Each key of a serve file is written once, as a row of a table: serviceKeys (service.go),
+// fileKeys and adminKeys. The parser, the known keys an unknown-key error lists and /config's view
+// of a service (ShowService) are made from the rows, and a test holds README's serve-file table to
+// them.
 package config
 
 import (
