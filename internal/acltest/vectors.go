@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/peergate/peergate/acl"
@@ -60,18 +61,16 @@ func Vectors() ([]Vector, error) {
 	return vs, nil
 }
 
-// Load writes the vector's files into dir and loads its ACL with acl.Load.
-func (v Vector) Load(dir string) (*acl.ACL, error) {
+// Write writes the vector's ACL file (acl.yaml) and its list files into dir and returns the
+// ACL file's path.
+func (v Vector) Write(dir string) (string, error) {
 	for name, text := range v.Files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
-			return nil, err
+			return "", err
 		}
 	}
 	path := filepath.Join(dir, "acl.yaml")
-	if err := os.WriteFile(path, []byte(v.Config), 0o644); err != nil {
-		return nil, err
-	}
-	return acl.Load(path)
+	return path, os.WriteFile(path, []byte(v.Config), 0o644)
 }
 
 // Cases returns the vector's checks, parsed; an error names the vector and the check.
@@ -107,12 +106,24 @@ func Run(t *testing.T, check func(t *testing.T, a *acl.ACL, cases []Case)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range vs {
+	// Write them all first: acl.Load waits for a file written moments before to settle, so then
+	// only the first load waits.
+	base, paths := t.TempDir(), make([]string, len(vs))
+	for i, v := range vs {
+		dir := filepath.Join(base, strconv.Itoa(i))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if paths[i], err = v.Write(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, v := range vs {
 		if v.Error != "" {
 			continue
 		}
 		t.Run(v.Name, func(t *testing.T) {
-			a, err := v.Load(t.TempDir())
+			a, err := acl.Load(paths[i])
 			if err != nil {
 				t.Fatalf("load: %v", err)
 			}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/internal/acltest"
 )
 
 // refDecide is the reference the translation is tested against: tcpd's procedure followed word by
@@ -205,7 +206,7 @@ func probeAddrs(files ...*File) []netip.Addr {
 			if !p.Prefix.IsValid() {
 				continue
 			}
-			first, last := p.Prefix.Addr(), lastAddr(p.Prefix)
+			first, last := p.Prefix.Addr(), acltest.LastAddr(p.Prefix)
 			add(first)
 			add(last)
 			add(first.Prev())
@@ -224,15 +225,6 @@ func probeAddrs(files ...*File) []netip.Addr {
 		out = append(out, netip.MustParseAddr(s))
 	}
 	return out
-}
-
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 1 << (7 - i%8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 // checkAgainstReference translates files for daemon and, if that succeeds, compares the ACL with
