@@ -130,7 +130,7 @@ func (l *Listener) recheck(j *judged) (any, bool) {
 	if opts.OnDecision != nil {
 		opts.OnDecision(ev)
 	}
-	deny(j.conn, opts.Reset)
+	deny(j.conn, opts)
 	return nil, false
 }
 

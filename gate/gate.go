@@ -35,7 +35,11 @@ var ErrWrappedListener = errors.New("the gate cannot reach the sockets of the li
 // Options set how a Listener denies and reports. The zero value closes denied connections with a
 // FIN, logs nothing and calls no hook.
 type Options struct {
+	// OnDeny is what is done with a denied connection: DenyClose (the zero value, a FIN) or
+	// DenyReset (an RST).
+	OnDeny DenyAction
 	// Reset denies with an RST (SO_LINGER 0) instead of a FIN, so the client sees ECONNRESET.
+	// It is the older spelling of OnDeny: DenyReset, and applies only when OnDeny is DenyClose.
 	Reset bool
 	// DryRun judges, counts and logs every connection but hands on even those the ACL denies, so
 	// an ACL can be tried on live traffic. A connection whose peer cannot be found is still closed.
@@ -247,7 +251,7 @@ func (l *Listener) judgePolicy(c net.Conn, refuse error) (net.Conn, *policy, Eve
 		opts.OnDecision(ev)
 	}
 	if !ev.HandedOn {
-		deny(c, opts.Reset)
+		deny(c, opts)
 		return nil, nil, Event{}, false
 	}
 	if wrapped != nil {
@@ -361,14 +365,4 @@ func (l *Listener) log(log *slog.Logger, ev *Event) {
 		attrs = append(attrs, slog.String("proxy", ev.Direct.String()))
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, msg, attrs...)
-}
-
-// deny closes c, with an RST when reset is set and c supports SO_LINGER.
-func deny(c net.Conn, reset bool) {
-	if reset {
-		if lc, ok := c.(interface{ SetLinger(int) error }); ok {
-			lc.SetLinger(0)
-		}
-	}
-	c.Close()
 }

@@ -191,22 +191,39 @@ func TestIPv6Loopback(t *testing.T) {
 	}
 }
 
+// TestResetOnDeny: OnDeny: DenyReset, and the older Reset, deny with an RST (the client sees
+// ECONNRESET); DenyClose with a FIN (the client reads EOF).
 func TestResetOnDeny(t *testing.T) {
-	inner := listen(t, "tcp", "127.0.0.1:0")
-	g := NewListener(inner, mustACL(t, acl.Deny, acl.Deny, "allow 127.0.0.1"), Options{Reset: true})
-	handled := server(t, g)
-	// The RST may arrive before connect returns, or after: either way the client sees a reset.
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
-	denied, err := d.Dial("tcp", inner.Addr().String())
-	allowed := dialFrom(t, "127.0.0.1", inner.Addr().String())
-	defer allowed.Close()
-	next(t, handled) // the denied one has been dealt with by now
-	if err == nil {
-		defer denied.Close()
-		_, err = readAll(denied)
-	}
-	if !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("denied client got %v, want ECONNRESET", err)
+	for _, tc := range []struct {
+		name  string
+		opts  Options
+		reset bool
+	}{
+		{"OnDeny reset", Options{OnDeny: DenyReset}, true},
+		{"Reset", Options{Reset: true}, true},
+		{"OnDeny close", Options{OnDeny: DenyClose}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inner := listen(t, "tcp", "127.0.0.1:0")
+			g := NewListener(inner, mustACL(t, acl.Deny, acl.Deny, "allow 127.0.0.1"), tc.opts)
+			handled := server(t, g)
+			// The RST may arrive before connect returns, or after: either way the client sees a reset.
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+			denied, err := d.Dial("tcp", inner.Addr().String())
+			allowed := dialFrom(t, "127.0.0.1", inner.Addr().String())
+			defer allowed.Close()
+			next(t, handled) // the denied one has been dealt with by now
+			if err == nil {
+				defer denied.Close()
+				_, err = readAll(denied)
+			}
+			if tc.reset && !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("denied client got %v, want ECONNRESET", err)
+			}
+			if !tc.reset && err != nil {
+				t.Errorf("denied client got %v, want EOF", err)
+			}
+		})
 	}
 }
 

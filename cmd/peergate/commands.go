@@ -29,7 +29,7 @@ func init() {
 	commands = []command{
 		{"serve", "-config FILE [-log stderr|syslog] [-log-level debug|info|warn] [-log-format text|json] [-watch 1s]",
 			"run the services of a serve file", "0 after SIGTERM; 2 on a bad config", cmdServe},
-		{"wrap", "-config FILE [-acl NAME] [-reset] [-log auto|stderr|syslog] [-log-level debug|info|warn] [-log-format text|json] -- PROGRAM ARGS...",
+		{"wrap", "-config FILE [-acl NAME] [-on-deny close|reset] [-reset] [-log auto|stderr|syslog] [-log-level debug|info|warn] [-log-format text|json] -- PROGRAM ARGS...",
 			"tcpd: judge the socket on fd 0 (inetd) or fd 3 (systemd Accept=yes), then exec PROGRAM or close it",
 			"(the program's) / 1 denied / 2 error", cmdWrap},
 		{"check", "-config FILE [-acl NAME] ADDR... (or -hits [-admin ADDR] [-service NAME] [-top N])",

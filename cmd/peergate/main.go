@@ -6,7 +6,7 @@
 //
 //	peergate serve -config FILE [-log stderr|syslog] [-log-level debug|info|warn] [-log-format text|json] [-watch 1s]
 //	    run the services of a serve file
-//	peergate wrap -config FILE [-acl NAME] [-reset] [-log auto|stderr|syslog] [-log-level debug|info|warn] [-log-format text|json] -- PROGRAM ARGS...
+//	peergate wrap -config FILE [-acl NAME] [-on-deny close|reset] [-reset] [-log auto|stderr|syslog] [-log-level debug|info|warn] [-log-format text|json] -- PROGRAM ARGS...
 //	    tcpd: judge the socket on fd 0 (inetd) or fd 3 (systemd Accept=yes), then exec PROGRAM or close it
 //	peergate check -config FILE [-acl NAME] ADDR... (or -hits [-admin ADDR] [-service NAME] [-top N])
 //	    which rule decides each address, and where it was written (tcpdmatch)

@@ -27,7 +27,9 @@ func cmdWrap(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("wrap", stderr).withACL().withLog()
 	f.programArgs = true
 	logTo := f.String("log", "auto", "where to log: stderr, syslog, or auto (syslog when stderr is a socket, as under inetd; stderr otherwise)")
-	reset := f.Bool("reset", false, "deny with an RST instead of a FIN")
+	var onDeny gate.DenyAction
+	f.TextVar(&onDeny, "on-deny", gate.DenyClose, "what to do with a denied connection: close (FIN) or reset (RST)")
+	reset := f.Bool("reset", false, "deny with an RST instead of a FIN (-on-deny reset)")
 	if !f.parse(args) {
 		return f.exit
 	}
@@ -69,9 +71,9 @@ func cmdWrap(args []string, stdout, stderr io.Writer) int {
 	if !d.Allowed() {
 		log.Warn("peer denied", "peer", peer.String(), "rule", rule, "origin", origin, "program", f.Arg(0))
 		if *reset {
-			unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+			onDeny = gate.DenyReset
 		}
-		unix.Close(fd)
+		onDeny.DenyFD(fd)
 		return exitDenied
 	}
 	log.Info("peer allowed", "peer", peer.String(), "rule", rule, "origin", origin, "program", f.Arg(0))

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -45,6 +46,14 @@ func acceptOne(t *testing.T, src string) (*os.File, net.Conn) {
 // log, and what the client read.
 func runWrap(t *testing.T, style, src string, extra ...string) (status int, log, got string) {
 	t.Helper()
+	status, log, got, _ = runWrapRead(t, style, src, true, extra...)
+	return status, log, got
+}
+
+// runWrapRead is runWrap, with the error of the client's read (nil at EOF). Without ping the
+// client sends nothing (data left unread makes any close an RST).
+func runWrapRead(t *testing.T, style, src string, ping bool, extra ...string) (status int, log, got string, readErr error) {
+	t.Helper()
 	cfg := writeFile(t, t.TempDir(), "acl.yaml", wrapACL)
 	f, client := acceptOne(t, src)
 	args := append([]string{"wrap", "-config", cfg}, extra...)
@@ -65,8 +74,10 @@ func runWrap(t *testing.T, style, src string, extra ...string) (status int, log,
 	}
 	f.Close() // only the child holds the connection now
 	client.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(client, "ping\n")
-	b, _ := io.ReadAll(client)
+	if ping {
+		io.WriteString(client, "ping\n")
+	}
+	b, readErr := io.ReadAll(client)
 	err := cmd.Wait()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -74,7 +85,32 @@ func runWrap(t *testing.T, style, src string, extra ...string) (status int, log,
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	return status, stderr.String(), string(b)
+	return status, stderr.String(), string(b), readErr
+}
+
+// TestWrapOnDeny: -on-deny reset and -reset end a denied connection with an RST, the default and
+// -on-deny close with a FIN; an unknown action is a usage error.
+func TestWrapOnDeny(t *testing.T) {
+	for _, tc := range []struct {
+		flags []string
+		reset bool
+	}{
+		{nil, false},
+		{[]string{"-on-deny", "close"}, false},
+		{[]string{"-on-deny", "reset"}, true},
+		{[]string{"-reset"}, true},
+	} {
+		status, log, _, err := runWrapRead(t, "inetd", "127.0.0.2", false, tc.flags...)
+		if status != 1 || tc.reset != errors.Is(err, syscall.ECONNRESET) || !tc.reset && err != nil {
+			t.Errorf("%q: exit %d, client read error %v, want reset %v\n%s", tc.flags, status, err, tc.reset, log)
+		}
+	}
+	cfg := writeFile(t, t.TempDir(), "acl.yaml", wrapACL)
+	var stderr bytes.Buffer
+	if got := cmdWrap([]string{"-config", cfg, "-on-deny", "drop", "--", "/bin/true"}, io.Discard, &stderr); got != exitError ||
+		!strings.Contains(stderr.String(), "drop") {
+		t.Errorf("-on-deny drop: exit %d, %q", got, stderr.String())
+	}
 }
 
 func TestWrap(t *testing.T) {

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/internal/sources"
 	"github.com/peergate/peergate/internal/strictyaml"
 	"gopkg.in/yaml.v3"
@@ -144,10 +145,10 @@ type Service struct {
 	ListenLines    []int               // where each Listen entry was written
 	UnixPerms      map[string]UnixPerm // by Listen entry: the mode and owner of a Unix socket's file; nil: none set
 	ACL            *ACL
-	Upstream       string   // "host:port" or "unix:/path"
-	Exec           []string // program (resolved) and arguments
-	Reset          bool     // on_deny: reset (RST) rather than close (FIN)
-	DryRun         bool     // judge and log, but hand on every connection
+	Upstream       string          // "host:port" or "unix:/path"
+	Exec           []string        // program (resolved) and arguments
+	OnDeny         gate.DenyAction // on_deny: close (FIN) or reset (RST)
+	DryRun         bool            // judge and log, but hand on every connection
 	ConnectTimeout time.Duration
 	IdleTimeout    time.Duration // 0: none
 	MaxConns       int           // 0: no cap

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/gate"
 )
 
 func write(t *testing.T, dir, name, text string, mode os.FileMode) string {
@@ -56,12 +57,12 @@ acls:
 		t.Fatalf("got %+v", f)
 	}
 	ssh, hello := f.Services[0], f.Services[1]
-	if ssh.Name != "ssh" || ssh.ACL.Name != "office" || ssh.Upstream != "127.0.0.1:22" || !ssh.Reset ||
+	if ssh.Name != "ssh" || ssh.ACL.Name != "office" || ssh.Upstream != "127.0.0.1:22" || ssh.OnDeny != gate.DenyReset ||
 		ssh.ConnectTimeout != 2*time.Second || ssh.IdleTimeout != 0 || ssh.MaxConns != 10 || len(ssh.Listen) != 2 || ssh.DryRun {
 		t.Errorf("ssh = %+v", ssh)
 	}
 	if hello.ACL.Name != "lan" || hello.Exec[0] != filepath.Join(dir, "handler.sh") || hello.Exec[1] != "-v" ||
-		!hello.DryRun || hello.Reset || hello.MaxConns != DefaultMaxConns || hello.IdleTimeout != DefaultIdleTimeout {
+		!hello.DryRun || hello.OnDeny != gate.DenyClose || hello.MaxConns != DefaultMaxConns || hello.IdleTimeout != DefaultIdleTimeout {
 		t.Errorf("hello = %+v", hello)
 	}
 	if !hello.ACL.ACL.Decide(netip.MustParseAddr("192.168.1.1")).Allowed() {

@@ -39,9 +39,16 @@ var serviceKeys = []serviceKey{
 		shownSet(func(s *Service) any { return s.Upstream })},
 	{"exec", "one of upstream / exec", "spawn: `[PROGRAM, ARGS…]`", (*serviceParse).exec, showExec},
 	{"on_deny", "`close`", "`close` (FIN) or `reset` (RST",
-		word(map[string]func(*Service){"close": func(s *Service) { s.Reset = false }, "reset": func(s *Service) { s.Reset = true }},
-			"on_deny must be close or reset"),
-		shown(func(s *Service) any { return map[bool]string{false: "close", true: "reset"}[s.Reset] })},
+		func(p *serviceParse, _ string, v *yaml.Node) {
+			if w, ok := p.scalar(v); ok {
+				if a, err := gate.ParseDenyAction(w); err != nil {
+					p.at(v.Line, w, "on_deny must be close or reset")
+				} else {
+					p.s.OnDeny = a
+				}
+			}
+		},
+		shown(func(s *Service) any { return s.OnDeny.String() })},
 	{"dry_run", "`false`", "`true`: judge, log and count, but hand on every connection the ACL denies",
 		boolKey(func(s *Service) *bool { return &s.DryRun }), shownSet(func(s *Service) any { return s.DryRun })},
 	{"connect_timeout", "`5s`", "proxy: time to connect to the upstream",

@@ -72,7 +72,7 @@ func (g *gateListener) Close() error {
 // cbpf or required) and none could be attached; the gate then still judges every connection.
 func (g *gateListener) Configure(svc *service) error {
 	// Tag: the accept loop hands each connection to the service whose ACL admitted it.
-	opts := gate.Options{Reset: svc.Reset, DryRun: svc.DryRun, Logger: svc.log, OnDecision: svc.decided, Tag: svc}
+	opts := gate.Options{OnDeny: svc.OnDeny, DryRun: svc.DryRun, Logger: svc.log, OnDecision: svc.decided, Tag: svc}
 	if len(svc.TrustedProxies) > 0 {
 		opts.Proxy = &gate.ProxyOptions{Trusted: svc.TrustedProxies, Required: svc.ProxyRequired, Timeout: svc.ProxyHeaderTimeout}
 	}
