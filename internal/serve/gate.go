@@ -8,9 +8,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate"
-	"github.com/peergate/peergate/gate/bans"
 	"github.com/peergate/peergate/gate/kfilter"
 	"github.com/peergate/peergate/internal/config"
 	"golang.org/x/sys/unix"
@@ -27,21 +25,23 @@ type gated interface {
 
 type gateListener struct {
 	*gate.Listener
-	log  *slog.Logger
-	rc   syscall.RawConn // the TCP listening socket, for the kernel filter; nil for Unix sockets
-	bans *bans.Table     // the ban layer the eBPF filter mirrors
+	log *slog.Logger
+	rc  syscall.RawConn // the TCP listening socket, for the kernel filter; nil for Unix sockets
+	kf  *kernelFilters  // where the eBPF filter of each service is, shared by its listeners
 
-	mu      sync.Mutex    // guards what follows, read by /metrics and /config
-	backend string        // the kernel filter attached: "", "ebpf" or "cbpf"
-	ebpf    *kfilter.EBPF // the eBPF filter attached; nil when none
-	gone    [2]uint64     // packets dropped (IPv4, IPv6) by eBPF filters of this listener closed before
-	feed    *banFeed      // mirrors the ban layer into the eBPF filter; nil until one is attached
+	mu      sync.Mutex  // guards what follows, read by /metrics and /config
+	backend string      // the kernel filter attached: "", "ebpf" or "cbpf"
+	sf      *sharedEBPF // the service's eBPF filter, with Backend "ebpf"; nil when none
 }
 
-// newGate wraps ln in a gate configured for svc. It fails only when svc requires a kernel filter
-// that cannot be attached.
-func newGate(ln net.Listener, svc *service, log *slog.Logger) (gated, error) {
-	g := &gateListener{Listener: gate.NewListener(ln, nil, gate.Options{}), log: log}
+// newGate wraps ln in a gate configured for svc. Its eBPF filter is the one kf holds for svc, shared
+// with the service's other listeners; with a nil kf it has one of its own. It fails only when svc
+// requires a kernel filter that cannot be attached.
+func newGate(ln net.Listener, svc *service, log *slog.Logger, kf *kernelFilters) (gated, error) {
+	if kf == nil {
+		kf = &kernelFilters{}
+	}
+	g := &gateListener{Listener: gate.NewListener(ln, nil, gate.Options{}), log: log, kf: kf}
 	inner := ln
 	if a, ok := ln.(*adopted); ok {
 		inner = a.Listener
@@ -52,18 +52,17 @@ func newGate(ln net.Listener, svc *service, log *slog.Logger) (gated, error) {
 	return g, g.Configure(svc)
 }
 
-// Close closes the listener, and with it the kernel filter's hold on the socket, and releases the
-// eBPF filter.
+// Close detaches the kernel filter from the listener (a socket systemd passed outlives it) and
+// closes it, and lets go of the service's eBPF filter, which its last listener frees.
 func (g *gateListener) Close() error {
-	err := g.Listener.Close()
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.backend != "" {
+		kfilter.Detach(g.rc) // the socket may be gone already: nothing left to detach then
+	}
+	err := g.Listener.Close()
 	g.closeEBPF()
 	g.backend = ""
-	if g.feed != nil {
-		g.feed.close()
-		g.feed = nil
-	}
-	g.mu.Unlock()
 	return err
 }
 
@@ -81,9 +80,6 @@ func (g *gateListener) Configure(svc *service) error {
 	}
 	if svc.ban != nil {
 		opts.Bans = svc.ban
-		g.mu.Lock()
-		g.bans = svc.ban
-		g.mu.Unlock()
 	}
 	g.SetPolicy(svc.ACL.ACL, opts) // one store: no connection is judged by half of a reload
 	if g.rc == nil {
@@ -105,17 +101,25 @@ func (g *gateListener) Configure(svc *service) error {
 	}
 	var errE error
 	if mode != config.FilterCBPF {
-		was := g.backend
-		if errE = g.useEBPF(svc.ACL.ACL); errE == nil {
-			st, _ := g.ebpf.Stats()
+		was := g.sf
+		if errE = g.useEBPF(svc); errE == nil {
+			st, n, _ := g.kf.stats(g.sf)
 			msg := "kernel filter updated"
-			if was != "ebpf" {
+			if was != g.sf {
 				msg = "kernel filter attached"
 			}
-			log.Info(msg, "backend", "ebpf", "prefixes", st.ACL4+st.ACL6, "map_bytes", st.MapBytes)
+			log.Info(msg, "backend", "ebpf", "prefixes", st.ACL4+st.ACL6, "map_bytes", st.MapBytes, "listeners", n)
 			return nil
 		}
 		if mode == config.FilterEBPF {
+			// No filter of another service or ACL stays on the socket.
+			if g.backend != "" {
+				if err := kfilter.Detach(g.rc); err != nil {
+					log.Warn("kernel filter not detached", "err", err)
+				}
+			}
+			g.closeEBPF()
+			g.backend = ""
 			return fmt.Errorf("kernel_filter ebpf: %w", errE)
 		}
 	}
@@ -139,72 +143,49 @@ func (g *gateListener) Configure(svc *service) error {
 	return nil
 }
 
-// useEBPF brings the listener's eBPF filter to a, creating and attaching it if there is none.
-// On failure no eBPF filter is left attached. g.mu is held.
-func (g *gateListener) useEBPF(a *acl.ACL) error {
-	if g.ebpf != nil {
-		if err := g.ebpf.Load(a); err != nil {
-			// Half-updated maps: take the filter off, the caller attaches another or none.
-			kfilter.Detach(g.rc)
-			g.closeEBPF()
-			g.backend = ""
-			return err
-		}
-		return nil
-	}
-	f, err := kfilter.NewEBPF()
-	if err == nil {
-		if err = f.Load(a); err == nil {
-			err = f.Attach(g.rc)
-		}
-		if err != nil {
-			f.Close()
-		}
-	}
+// useEBPF attaches svc's eBPF filter, shared by its listeners, to the listener, its maps brought to
+// svc's ACL (kernelFilters.acquire): in place when the listener has it already, replacing
+// atomically a filter it has of another kind or service. On failure the listener may still have
+// the filter it had, which the caller replaces or detaches, and g.sf is left for it to release.
+// g.mu is held.
+func (g *gateListener) useEBPF(svc *service) error {
+	sf, err := g.kf.acquire(g, svc.Name, svc.ACL.ACL, svc.ban)
 	if err != nil {
 		return err
 	}
-	g.ebpf, g.backend = f, "ebpf"
-	if g.bans != nil {
-		if g.feed == nil {
-			g.feed = newBanFeed(g.bans, g.log.With("listen", g.Addr().String()))
-		}
-		g.feed.use(f)
+	if g.sf != nil && g.sf != sf {
+		g.kf.release(g, g.sf)
 	}
+	g.sf, g.backend = sf, "ebpf"
 	return nil
 }
 
-// closeEBPF releases the eBPF filter, keeping its drop counts. g.mu is held.
+// closeEBPF lets go of the service's eBPF filter: the caller has detached it from the socket,
+// replaced it or closed the socket. g.mu is held.
 func (g *gateListener) closeEBPF() {
-	if g.ebpf == nil {
-		return
+	if g.sf != nil {
+		g.kf.release(g, g.sf)
+		g.sf = nil
 	}
-	if g.feed != nil {
-		g.feed.use(nil)
-	}
-	if v4, v6, err := g.ebpf.Dropped(); err == nil {
-		g.gone[0] += v4
-		g.gone[1] += v6
-	}
-	g.ebpf.Close()
-	g.ebpf = nil
 }
 
 // filterState is what a listener's kernel filter is and holds, for /config and /metrics.
 type filterState struct {
-	Backend string            // "", "ebpf" or "cbpf"
-	EBPF    kfilter.EBPFStats // with Backend "ebpf"; Dropped4 and Dropped6 always, across filters
+	Backend   string            // "", "ebpf" or "cbpf"
+	EBPF      kfilter.EBPFStats // with Backend "ebpf": the service's filter, shared by its listeners
+	Listeners int               // with Backend "ebpf": how many listeners of the service share it
 }
 
 func (g *gateListener) filterState() filterState {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	st := filterState{Backend: g.backend}
-	if g.ebpf != nil {
-		st.EBPF, _ = g.ebpf.Stats()
+	if g.sf != nil {
+		var ok bool
+		if st.EBPF, st.Listeners, ok = g.kf.stats(g.sf); !ok {
+			st.Backend = "" // detached after a failed update (kernelFilters.kill)
+		}
 	}
-	st.EBPF.Dropped4 += g.gone[0]
-	st.EBPF.Dropped6 += g.gone[1]
 	return st
 }
 

@@ -197,7 +197,7 @@ func (s *Server) openPort(cfg *config.File, addr string, svc *service) (gated, e
 		ln = wrapListener(ln)
 	}
 	if err == nil {
-		if g, err = newGate(ln, svc, s.log); err != nil {
+		if g, err = newGate(ln, svc, s.log, &s.kf); err != nil {
 			ln.Close()
 			err = filterError(cfg, svc, err)
 		}

@@ -53,6 +53,8 @@ type Server struct {
 	autos    map[string]*autoBan // by service name, kept across reloads
 
 	src *sources.Manager // url includes: fetched, cached in state_dir, refreshed
+
+	kf kernelFilters // the eBPF kernel filters, one a service, shared by its listeners
 }
 
 // port is one listening address and the service it currently serves.
