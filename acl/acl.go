@@ -19,6 +19,8 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+
+	"github.com/peergate/peergate/internal/rangetab"
 )
 
 // Action is what an ACL does with a peer. The zero value is Deny, so an Action nobody set fails
@@ -134,8 +136,8 @@ type Spec struct {
 type ACL struct {
 	def, unix Action
 	rules     []Rule // sorted by prefix; ruleVal indexes into it
-	v4        table4
-	v6        table6
+	v4        rangetab.Table4[uint32]
+	v6        rangetab.Table6[uint32]
 	unixRules unixPolicy
 }
 
@@ -166,12 +168,12 @@ func New(spec Spec) (*ACL, error) {
 		if err != nil {
 			return nil, fmt.Errorf("rule %d %s (%s): %w", i, r.Prefix, r.Origin, err)
 		}
-		first, _ := span(p)
+		first, _ := rangetab.Span(p)
 		if p.Addr().Is4() {
 			if keys4 == nil {
 				keys4 = make([]uint64, 0, len(spec.Rules))
 			}
-			keys4 = append(keys4, first.lo<<32|uint64(p.Bits())<<(key4Bits+1)|uint64(r.Action)<<key4Bits|uint64(i))
+			keys4 = append(keys4, first.Lo<<32|uint64(p.Bits())<<(key4Bits+1)|uint64(r.Action)<<key4Bits|uint64(i))
 		} else {
 			keys6 = append(keys6, sortKey{first, uint8(p.Bits()), r.Action, int32(i)})
 		}
@@ -214,11 +216,11 @@ func (a *ACL) Decide(addr netip.Addr) Decision {
 	var v uint32
 	switch {
 	case addr.Is4():
-		v = a.v4.lookup(addr.As4())
+		v = a.v4.Lookup(be32(addr.As4()))
 	case addr.Is4In6():
-		v = a.v4.lookup(addr.Unmap().As4())
+		v = a.v4.Lookup(be32(addr.Unmap().As4()))
 	case addr.Is6():
-		v = a.v6.lookup(addr.As16())
+		v = a.v6.Lookup(be128(addr.As16()))
 	default:
 		return Decision{Action: Deny}
 	}
@@ -265,7 +267,7 @@ type sortKey struct {
 func compareKeys(a, b sortKey) int {
 	switch {
 	case a.first != b.first:
-		if a.first.less(b.first) {
+		if a.first.Less(b.first) {
 			return -1
 		}
 		return 1

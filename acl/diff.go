@@ -3,8 +3,9 @@ package acl
 import (
 	"math"
 	"math/big"
-	"math/bits"
 	"net/netip"
+
+	"github.com/peergate/peergate/internal/rangetab"
 )
 
 // Change is a run of consecutive addresses, First to Last inclusive, whose verdict differs between
@@ -37,9 +38,9 @@ func Diff(old, new *ACL) []Change {
 	diffWalk(old, new, func(first, last u128, va, vb uint32, v6 bool) {
 		c := Change{Old: old.decision(va), New: new.decision(vb)}
 		if v6 {
-			c.First, c.Last = addr6(first), addr6(last)
+			c.First, c.Last = rangetab.Addr6(first), rangetab.Addr6(last)
 		} else {
-			c.First, c.Last = addr4(uint32(first.lo)), addr4(uint32(last.lo))
+			c.First, c.Last = rangetab.Addr4(uint32(first.Lo)), rangetab.Addr4(uint32(last.Lo))
 		}
 		out = append(out, c)
 	})
@@ -56,16 +57,16 @@ func diffWalk(old, new *ACL, emit6 func(first, last u128, va, vb uint32, v6 bool
 		cur := uint64(0)
 		for cur <= math.MaxUint32 {
 			na, nb := uint64(1<<32), uint64(1<<32)
-			if i+1 < len(ta.starts) {
-				na = uint64(ta.starts[i+1])
+			if i+1 < len(ta.Segs) {
+				na = uint64(ta.Segs[i+1].Start)
 			}
-			if j+1 < len(tb.starts) {
-				nb = uint64(tb.starts[j+1])
+			if j+1 < len(tb.Segs) {
+				nb = uint64(tb.Segs[j+1].Start)
 			}
 			end := min(na, nb)
-			va, vb := ta.vals[i], tb.vals[j]
+			va, vb := ta.Segs[i].Val, tb.Segs[j].Val
 			if va&1 != vb&1 {
-				emit6(u128{0, cur}, u128{0, end - 1}, va, vb, false)
+				emit6(u128{Lo: cur}, u128{Lo: end - 1}, va, vb, false)
 			}
 			if na == end {
 				i++
@@ -79,45 +80,45 @@ func diffWalk(old, new *ACL, emit6 func(first, last u128, va, vb uint32, v6 bool
 	// IPv6, skipping ::ffff:0:0/96.
 	{
 		ta, tb := &old.v6, &new.v6
-		mapped0 := u128{0, 0xffff << 32}
-		mapped1 := u128{0, 0xffff<<32 | math.MaxUint32}
+		mapped0 := u128{Lo: 0xffff << 32}
+		mapped1 := u128{Lo: 0xffff<<32 | math.MaxUint32}
 		emit := func(first, last u128, va, vb uint32) {
-			if last.less(mapped0) || mapped1.less(first) {
+			if last.Less(mapped0) || mapped1.Less(first) {
 				emit6(first, last, va, vb, true)
 				return
 			}
-			if first.less(mapped0) {
-				emit6(first, mapped0.prev(), va, vb, true)
+			if first.Less(mapped0) {
+				emit6(first, mapped0.Prev(), va, vb, true)
 			}
-			if mapped1.less(last) {
-				emit6(mapped1.next(), last, va, vb, true)
+			if mapped1.Less(last) {
+				emit6(mapped1.Next(), last, va, vb, true)
 			}
 		}
 		i, j := 0, 0
 		cur := u128{}
-		max := u128{math.MaxUint64, math.MaxUint64}
+		max := rangetab.Max6
 		for {
 			na, nb := max, max
 			enda, endb := true, true
-			if i+1 < len(ta.starts) {
-				na, enda = ta.starts[i+1], false
+			if i+1 < len(ta.Segs) {
+				na, enda = ta.Segs[i+1].Start, false
 			}
-			if j+1 < len(tb.starts) {
-				nb, endb = tb.starts[j+1], false
+			if j+1 < len(tb.Segs) {
+				nb, endb = tb.Segs[j+1].Start, false
 			}
 			var last u128
 			var stepA, stepB bool
 			switch {
 			case enda && endb:
 				last = max
-			case enda || !endb && nb.less(na):
-				last, stepB = nb.prev(), true
-			case endb || na.less(nb):
-				last, stepA = na.prev(), true
+			case enda || !endb && nb.Less(na):
+				last, stepB = nb.Prev(), true
+			case endb || na.Less(nb):
+				last, stepA = na.Prev(), true
 			default: // both sides start a segment at the same address
-				last, stepA, stepB = na.prev(), true, true
+				last, stepA, stepB = na.Prev(), true, true
 			}
-			va, vb := ta.vals[i], tb.vals[j]
+			va, vb := ta.Segs[i].Val, tb.Segs[j].Val
 			if va&1 != vb&1 {
 				emit(cur, last, va, vb)
 			}
@@ -130,7 +131,7 @@ func diffWalk(old, new *ACL, emit6 func(first, last u128, va, vb uint32, v6 bool
 			if stepB {
 				j++
 			}
-			cur = last.next()
+			cur = last.Next()
 		}
 	}
 }
@@ -144,77 +145,35 @@ func RangePrefixes(first, last netip.Addr) []netip.Prefix {
 	}
 	first, last = first.WithZone(""), last.WithZone("")
 	width := first.BitLen()
-	lo, hi := toU128(first), toU128(last)
+	lo, hi := rangetab.Of(first), rangetab.Of(last)
 	var out []netip.Prefix
 	for {
 		// The largest block starting at lo: as many trailing zero bits as lo has, and no further
 		// than hi.
-		n := lo.trailingZeros(width)
-		for n > 0 && hi.less(lo.addLow(n)) {
+		n := lo.TrailingZeros(width)
+		for n > 0 && hi.Less(lo.AddLow(n)) {
 			n--
 		}
-		blockLast := lo.addLow(n)
+		blockLast := lo.AddLow(n)
 		if first.Is4() {
-			out = append(out, netip.PrefixFrom(addr4(uint32(lo.lo)), width-n))
+			out = append(out, netip.PrefixFrom(rangetab.Addr4(uint32(lo.Lo)), width-n))
 		} else {
-			out = append(out, netip.PrefixFrom(addr6(lo), width-n))
+			out = append(out, netip.PrefixFrom(rangetab.Addr6(lo), width-n))
 		}
 		if blockLast == hi {
 			return out
 		}
-		lo = blockLast.next()
+		lo = blockLast.Next()
 	}
-}
-
-// toU128 returns a as a number; IPv4 in the low 32 bits.
-func toU128(a netip.Addr) u128 {
-	if a.Is4() {
-		b := a.As4()
-		return u128{0, uint64(b[0])<<24 | uint64(b[1])<<16 | uint64(b[2])<<8 | uint64(b[3])}
-	}
-	b := a.As16()
-	var x u128
-	for i := range 8 {
-		x.hi = x.hi<<8 | uint64(b[i])
-		x.lo = x.lo<<8 | uint64(b[8+i])
-	}
-	return x
-}
-
-// trailingZeros returns the number of trailing zero bits of x, at most width.
-func (x u128) trailingZeros(width int) int {
-	var n int
-	if x.lo != 0 {
-		n = bits.TrailingZeros64(x.lo)
-	} else if x.hi != 0 {
-		n = 64 + bits.TrailingZeros64(x.hi)
-	} else {
-		n = 128
-	}
-	return min(n, width)
-}
-
-// addLow returns x with its low n bits set: the last address of the block of 2^n starting at x,
-// which must be aligned.
-func (x u128) addLow(n int) u128 {
-	switch {
-	case n == 0:
-		return x
-	case n >= 128:
-		return u128{math.MaxUint64, math.MaxUint64}
-	case n >= 64:
-		return u128{x.hi | (1<<(n-64) - 1), math.MaxUint64}
-	}
-	return u128{x.hi, x.lo | (1<<n - 1)}
 }
 
 // rangeCount returns last - first + 1.
 func rangeCount(first, last netip.Addr) *big.Int {
-	f, l := toU128(first), toU128(last)
-	bf := new(big.Int).Lsh(new(big.Int).SetUint64(f.hi), 64)
-	bf.Or(bf, new(big.Int).SetUint64(f.lo))
-	bl := new(big.Int).Lsh(new(big.Int).SetUint64(l.hi), 64)
-	bl.Or(bl, new(big.Int).SetUint64(l.lo))
+	f, l := rangetab.Of(first), rangetab.Of(last)
+	bf := new(big.Int).Lsh(new(big.Int).SetUint64(f.Hi), 64)
+	bf.Or(bf, new(big.Int).SetUint64(f.Lo))
+	bl := new(big.Int).Lsh(new(big.Int).SetUint64(l.Hi), 64)
+	bl.Or(bl, new(big.Int).SetUint64(l.Lo))
 	bl.Sub(bl, bf)
 	return bl.Add(bl, big.NewInt(1))
 }

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/peergate/peergate/internal/rangetab"
 )
 
 func TestDiffTable(t *testing.T) {
@@ -95,24 +97,24 @@ func TestRangePrefixesExact(t *testing.T) {
 		if b < a {
 			a, b = b, a
 		}
-		ps := RangePrefixes(addr4(a), addr4(b))
+		ps := RangePrefixes(rangetab.Addr4(a), rangetab.Addr4(b))
 		next := uint64(a)
 		for i, p := range ps {
-			f, l := span(p)
-			if f.lo != next {
-				t.Fatalf("%v-%v: prefix %d %v starts at %d, want %d", addr4(a), addr4(b), i, p, f.lo, next)
+			f, l := rangetab.Span(p)
+			if f.Lo != next {
+				t.Fatalf("%v-%v: prefix %d %v starts at %d, want %d", rangetab.Addr4(a), rangetab.Addr4(b), i, p, f.Lo, next)
 			}
-			next = l.lo + 1
+			next = l.Lo + 1
 			if i > 0 && ps[i-1].Bits() == p.Bits() {
 				if m := netip.PrefixFrom(ps[i-1].Addr(), p.Bits()-1).Masked(); m.Addr() == ps[i-1].Addr() {
-					t.Fatalf("%v-%v: %v and %v could be one prefix %v", addr4(a), addr4(b), ps[i-1], p, m)
+					t.Fatalf("%v-%v: %v and %v could be one prefix %v", rangetab.Addr4(a), rangetab.Addr4(b), ps[i-1], p, m)
 				}
 			}
 		}
 		if next != uint64(b)+1 {
-			t.Fatalf("%v-%v: prefixes end at %d", addr4(a), addr4(b), next-1)
+			t.Fatalf("%v-%v: prefixes end at %d", rangetab.Addr4(a), rangetab.Addr4(b), next-1)
 		}
-		if got := rangeCount(addr4(a), addr4(b)); got.Cmp(big.NewInt(int64(b)-int64(a)+1)) != 0 {
+		if got := rangeCount(rangetab.Addr4(a), rangetab.Addr4(b)); got.Cmp(big.NewInt(int64(b)-int64(a)+1)) != 0 {
 			t.Fatalf("count %v", got)
 		}
 	}

@@ -113,12 +113,16 @@ func (l *linter) add(k Kind, r, other *Rule, msg string) {
 // usedRules reports, by rule of a, whether it decides at least one segment.
 func usedRules(a *ACL) []bool {
 	used := make([]bool, len(a.rules))
-	for _, vals := range [][]uint32{a.v4.vals, a.v6.vals} {
-		for _, v := range vals {
-			if r := v >> 1; r != 0 {
-				used[r-1] = true
-			}
+	mark := func(v uint32) {
+		if r := v >> 1; r != 0 {
+			used[r-1] = true
 		}
+	}
+	for _, s := range a.v4.Segs {
+		mark(s.Val)
+	}
+	for _, s := range a.v6.Segs {
+		mark(s.Val)
 	}
 	return used
 }

@@ -1,9 +1,10 @@
 package acl
 
 import (
-	"encoding/binary"
 	"iter"
 	"net/netip"
+
+	"github.com/peergate/peergate/internal/rangetab"
 )
 
 // Range is a run of consecutive addresses of one family, First to Last inclusive, that the ACL
@@ -26,47 +27,26 @@ type Range struct {
 func (a *ACL) Ranges() iter.Seq[Range] {
 	return func(yield func(Range) bool) {
 		t4 := &a.v4
-		for i, s := range t4.starts {
+		for i, s := range t4.Segs {
 			last := uint32(1<<32 - 1)
-			if i+1 < len(t4.starts) {
-				last = t4.starts[i+1] - 1
+			if i+1 < len(t4.Segs) {
+				last = t4.Segs[i+1].Start - 1
 			}
-			r := Range{First: addr4(s), Last: addr4(last), Decision: a.decision(t4.vals[i])}
+			r := Range{First: rangetab.Addr4(s.Start), Last: rangetab.Addr4(last), Decision: a.decision(t4.Segs[i].Val)}
 			if !yield(r) {
 				return
 			}
 		}
 		t6 := &a.v6
-		for i, s := range t6.starts {
-			last := u128{^uint64(0), ^uint64(0)}
-			if i+1 < len(t6.starts) {
-				last = t6.starts[i+1].prev()
+		for i, s := range t6.Segs {
+			last := rangetab.Max6
+			if i+1 < len(t6.Segs) {
+				last = t6.Segs[i+1].Start.Prev()
 			}
-			r := Range{First: addr6(s), Last: addr6(last), Decision: a.decision(t6.vals[i])}
+			r := Range{First: rangetab.Addr6(s.Start), Last: rangetab.Addr6(last), Decision: a.decision(t6.Segs[i].Val)}
 			if !yield(r) {
 				return
 			}
 		}
 	}
-}
-
-func addr4(v uint32) netip.Addr {
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], v)
-	return netip.AddrFrom4(b)
-}
-
-func addr6(v u128) netip.Addr {
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], v.hi)
-	binary.BigEndian.PutUint64(b[8:], v.lo)
-	return netip.AddrFrom16(b)
-}
-
-// prev returns x-1; x must not be 0.
-func (x u128) prev() u128 {
-	if x.lo == 0 {
-		return u128{x.hi - 1, ^uint64(0)}
-	}
-	return u128{x.hi, x.lo - 1}
 }
