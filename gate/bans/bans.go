@@ -23,8 +23,10 @@
 //     replaces the earlier ban (new reason, new expiry); different origins keep a ban each, and
 //     the address stays banned until all are gone. Where bans nest, the one that lasts longest
 //     is reported.
-//   - Expired bans stop applying at once (a lookup checks the expiry of the ban it finds) and are
-//     dropped from memory by Expire, which the owner calls at least once a second.
+//   - Expired bans stop applying within a second and are dropped from memory by Expire, which
+//     the owner calls at least once a second. A lookup checks the expiry of the ban it finds
+//     against the table's clock, not the system's (a read of which costs more than the rest of
+//     the lookup): Expire and every Add move that clock to the time they are given.
 //   - The guard (Config.Guard: never_ban in the serve file) is a lockout guard: a ban that would
 //     cover any guarded address is refused with ErrGuarded. Exclude cuts a wide range into the
 //     pieces that spare the guarded addresses, for sources (such as CrowdSec) that cannot be
@@ -47,6 +49,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/gate"
+	"github.com/peergate/peergate/internal/rangetab"
 )
 
 // Ban is one live denial; the type is gate.Ban, so that a Table is a gate.Bans.
@@ -92,29 +95,15 @@ type entry struct {
 }
 
 func (e *entry) prefix() netip.Prefix {
-	if !e.v6 {
-		v := uint32(e.first.lo)
-		return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), int(e.bits))
-	}
-	var b [16]byte
-	for i := range 8 {
-		b[i] = byte(e.first.hi >> (56 - 8*i))
-		b[8+i] = byte(e.first.lo >> (56 - 8*i))
-	}
-	return netip.PrefixFrom(netip.AddrFrom16(b), int(e.bits))
+	return netip.PrefixFrom(rangetab.Addr(e.first, !e.v6), int(e.bits))
 }
 
-func (e *entry) span() (first, last u128) { return span(e.prefix()) }
-
-// outlasts reports whether e expires no earlier than o (no expiry outlasts everything).
-func (e *entry) outlasts(o *entry) bool {
-	switch {
-	case e.expires == 0:
-		return true
-	case o.expires == 0:
-		return false
+func (e *entry) span() (first, last u128) {
+	width := 32
+	if e.v6 {
+		width = 128
 	}
-	return e.expires > o.expires
+	return e.first, e.first.AddLow(width - int(e.bits))
 }
 
 func (e *entry) live(now int64) bool { return e.expires == 0 || e.expires > now }
@@ -128,10 +117,10 @@ func compareEntries(a, b *entry) int {
 		}
 		return 1
 	}
-	if c := cmp.Compare(a.first.hi, b.first.hi); c != 0 {
+	if c := cmp.Compare(a.first.Hi, b.first.Hi); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(a.first.lo, b.first.lo); c != 0 {
+	if c := cmp.Compare(a.first.Lo, b.first.Lo); c != 0 {
 		return c
 	}
 	if c := cmp.Compare(a.bits, b.bits); c != 0 {
@@ -147,14 +136,15 @@ type snapshot struct {
 	entries []entry  // sorted by compareEntries
 	origins []string // append-only: shared between snapshots
 	reasons []string // append-only between compactions: shared between snapshots
-	t4      table4
-	t6      table6
+	t4      rangetab.Table4[hit]
+	t6      rangetab.Table6[hit]
 }
 
 // Table is a set of bans, safe for concurrent use; it implements gate.Bans. Lookups are
 // lock-free; writers serialise on a mutex and publish a new snapshot.
 type Table struct {
-	snap atomic.Pointer[snapshot] // nil: no bans
+	snap  atomic.Pointer[snapshot] // nil: no bans
+	clock atomic.Int64             // Unix nanoseconds: the time lookups judge expiry by (see advance)
 
 	mu      sync.Mutex
 	max     int
@@ -177,7 +167,18 @@ func New(c Config) *Table {
 	if t.now == nil {
 		t.now = time.Now
 	}
+	t.clock.Store(t.now().UnixNano())
 	return t
+}
+
+// advance moves the table's clock, by which lookups judge expiry, forward to now; t.mu is held.
+// A lookup does not read the clock of the system (a call that costs more than the rest of the
+// lookup): Expire, which the owner calls at least once a second, and every Add move this one,
+// so an expired ban stops applying within that second.
+func (t *Table) advance(now time.Time) {
+	if ns := now.UnixNano(); ns > t.clock.Load() {
+		t.clock.Store(ns)
+	}
 }
 
 func normalGuard(g []netip.Prefix) []netip.Prefix {
@@ -239,30 +240,11 @@ func (t *Table) Lookup(addr netip.Addr) (Ban, bool) {
 	if s == nil {
 		return Ban{}, false
 	}
-	var v uint32
-	switch {
-	case addr.Is4() || addr.Is4In6():
-		b := addr.Unmap().As4()
-		v = s.t4.lookup(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]))
-	case addr.Is6():
-		b := addr.As16()
-		var a u128
-		for i := range 8 {
-			a.hi = a.hi<<8 | uint64(b[i])
-			a.lo = a.lo<<8 | uint64(b[8+i])
-		}
-		v = s.t6.lookup(a)
-	default:
+	i, ok := s.find(addr, t.clock.Load())
+	if !ok {
 		return Ban{}, false
 	}
-	if v == 0 {
-		return Ban{}, false
-	}
-	e := &s.entries[v-1]
-	if e.expires != 0 && e.expires <= t.now().UnixNano() {
-		return Ban{}, false
-	}
-	return s.ban(e), true
+	return s.ban(&s.entries[i]), true
 }
 
 func (s *snapshot) ban(e *entry) Ban {
@@ -343,7 +325,9 @@ func guarded(guard []netip.Prefix, p netip.Prefix) (netip.Prefix, bool) {
 func (t *Table) Add(b Ban) (Ban, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e, err := t.entry(b, t.now())
+	now := t.now()
+	t.advance(now)
+	e, err := t.entry(b, now)
 	if err != nil {
 		return Ban{}, err
 	}
@@ -388,7 +372,7 @@ func (t *Table) entry(b Ban, now time.Time) (entry, error) {
 		o = len(t.origins)
 		t.origins = append(t.origins, b.Origin)
 	}
-	first, _ := span(p)
+	first, _ := rangetab.Span(p)
 	e := entry{first: first, bits: uint8(p.Bits()), v6: !p.Addr().Is4(), origin: uint8(o), reason: t.intern(b.Reason), created: b.Created.UnixNano()}
 	if b.Created.IsZero() {
 		e.created = now.UnixNano()
@@ -450,6 +434,7 @@ func (t *Table) AddBatch(bs []Ban) (added int, err error) {
 // merged returns old with bs added (or replacing), without publishing; t.mu is held.
 func (t *Table) merged(old []entry, bs []Ban) (es []entry, added int, err error) {
 	now := t.now()
+	t.advance(now)
 	var errs batchErrors
 	news := make([]entry, 0, len(bs))
 	for _, b := range bs {
@@ -551,7 +536,7 @@ func (t *Table) RemoveOrigin(p netip.Prefix, origin string) bool {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	first, _ := span(p)
+	first, _ := rangetab.Span(p)
 	key := entry{first: first, bits: uint8(p.Bits()), v6: !p.Addr().Is4()}
 	return t.removeWhere(func(e *entry) bool {
 		return samePrefix(e, &key) && (origin == "" || t.origins[e.origin] == origin)
@@ -619,12 +604,13 @@ func (t *Table) ReplaceOrigin(origin string, bs []Ban) (added int, err error) {
 	return added, err
 }
 
-// Expire drops the bans that expired at or before now and returns how many. Expired bans no
-// longer apply anyway; Expire gives back their memory and tells subscribers. Call it at least
-// once a second.
+// Expire moves the table's clock to now, so that lookups no longer apply the bans expired by
+// then, and drops those bans, returning how many: it gives back their memory and tells
+// subscribers. Call it at least once a second.
 func (t *Table) Expire(now time.Time) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.advance(now)
 	n := len(t.entries)
 	ns := now.UnixNano()
 	t.removeWhere(func(e *entry) bool { return !e.live(ns) })
@@ -650,7 +636,7 @@ func (t *Table) SetGuard(guard []netip.Prefix) []Ban {
 		}
 		cut = append(cut, s.ban(e))
 		for _, q := range Exclude(p, t.guard) {
-			f, _ := span(q)
+			f, _ := rangetab.Span(q)
 			n := *e
 			n.first, n.bits = f, uint8(q.Bits())
 			pieces = append(pieces, n)
@@ -692,26 +678,13 @@ func Exclude(p netip.Prefix, guard []netip.Prefix) []netip.Prefix {
 			return
 		}
 		lo := netip.PrefixFrom(q.Addr(), q.Bits()+1)
-		_, last := span(lo)
-		hiAddr := addrOf(last.next(), q.Addr().Is4())
+		_, last := rangetab.Span(lo)
+		hiAddr := rangetab.Addr(last.Next(), q.Addr().Is4())
 		walk(lo)
 		walk(netip.PrefixFrom(hiAddr, q.Bits()+1))
 	}
 	walk(p)
 	return out
-}
-
-func addrOf(v u128, is4 bool) netip.Addr {
-	if is4 {
-		x := uint32(v.lo)
-		return netip.AddrFrom4([4]byte{byte(x >> 24), byte(x >> 16), byte(x >> 8), byte(x)})
-	}
-	var b [16]byte
-	for i := range 8 {
-		b[i] = byte(v.hi >> (56 - 8*i))
-		b[8+i] = byte(v.lo >> (56 - 8*i))
-	}
-	return netip.AddrFrom16(b)
 }
 
 // Subscribe calls fn after every change of the set of banned prefixes, with the prefixes that
