@@ -236,15 +236,34 @@ func (t *Table) Banned(addr netip.Addr) (Ban, bool) { return t.Lookup(addr) }
 // Lookup reports the live ban that covers addr (an IPv4-mapped address is looked up as IPv4).
 // Where several cover it, it returns the one that lasts longest. It does not allocate.
 func (t *Table) Lookup(addr netip.Addr) (Ban, bool) {
-	s := t.snap.Load()
-	if s == nil {
-		return Ban{}, false
-	}
-	i, ok := s.find(addr, t.clock.Load())
+	m, ok := t.Match(addr)
 	if !ok {
 		return Ban{}, false
 	}
-	return s.ban(&s.entries[i]), true
+	return m.Ban(), true
+}
+
+// Match is a live ban found by Table.Match: the decision that a peer is banned, and what it takes
+// to name the ban (Ban) without another lookup.
+type Match struct {
+	s *snapshot
+	i int
+}
+
+// Ban returns the ban matched, as Lookup would have.
+func (m Match) Ban() Ban { return m.s.ban(&m.s.entries[m.i]) }
+
+// Match reports whether a live ban covers addr, as Lookup does, reading only the compiled table:
+// the ban itself is read and built by Match.Ban, for a caller that names it (a log line, an
+// explanation). It is the cheaper question where only the decision is needed. It does not
+// allocate.
+func (t *Table) Match(addr netip.Addr) (Match, bool) {
+	s := t.snap.Load()
+	if s == nil {
+		return Match{}, false
+	}
+	i, ok := s.find(addr, t.clock.Load())
+	return Match{s, i}, ok
 }
 
 func (s *snapshot) ban(e *entry) Ban {

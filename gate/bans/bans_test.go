@@ -73,6 +73,11 @@ func TestLookup(t *testing.T) {
 		c.ns.Store(t0.Add(tc.after).UnixNano())
 		tick(tb, c) // as Expire would, without dropping the expired bans: the lookup must skip them
 		b, ok := tb.Lookup(addr(tc.addr))
+		if m, mok := tb.Match(addr(tc.addr)); mok != ok {
+			t.Errorf("%s at +%v: Match %v, Lookup %v", tc.addr, tc.after, mok, ok)
+		} else if ok && m.Ban() != b {
+			t.Errorf("%s at +%v: Match names %v, Lookup %v", tc.addr, tc.after, m.Ban(), b)
+		}
 		got := ""
 		if ok {
 			got = b.Prefix.String()
@@ -390,6 +395,9 @@ func TestLookupAllocs(t *testing.T) {
 	a := addr("192.0.2.7")
 	if n := testing.AllocsPerRun(100, func() { tb.Lookup(a) }); n != 0 {
 		t.Errorf("Lookup allocates %v times", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { tb.Match(a) }); n != 0 {
+		t.Errorf("Match allocates %v times", n)
 	}
 }
 
