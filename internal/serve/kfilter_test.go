@@ -7,18 +7,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate/kfilter"
 	"github.com/peergate/peergate/internal/config"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -425,4 +428,162 @@ func slabKB() int64 {
 		}
 	}
 	return 0
+}
+
+// synFrom opens a non-blocking socket bound to src and starts a connect to dst, which sends one
+// SYN; the caller closes the returned descriptor.
+func synFrom(src netip.Addr, dst netip.AddrPort) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: src.As4()}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	err = unix.Connect(fd, &unix.SockaddrInet4{Addr: dst.Addr().As4(), Port: int(dst.Port())})
+	if err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// TestKernelFilterSharedReloadUnderFlood: SYNs from a denied 127.0.0.2 sent to both listeners of a
+// service throughout 100 reloads (each a Configure of both listeners, as a reload does, between
+// ACLs that deny it in different ways and change 4000 other prefixes) never reach accept on
+// either: the shared filter is never detached nor replaced, and each reload loads its maps once.
+func TestKernelFilterSharedReloadUnderFlood(t *testing.T) {
+	if err := kfilter.EBPFAvailable(); err != nil {
+		t.Skipf("eBPF socket filter unavailable here: %v", err)
+	}
+	m := newMetrics()
+	sm := m.service("s")
+	r := rand.New(rand.NewPCG(1, 2))
+	var svcs []*service
+	for _, spec := range []acl.Spec{
+		{Default: acl.Allow, Rules: []acl.Rule{{Prefix: netip.MustParsePrefix("127.0.0.2/32"), Action: acl.Deny}}},
+		{Default: acl.Deny, Rules: []acl.Rule{{Prefix: netip.MustParsePrefix("127.0.0.1/32"), Action: acl.Allow},
+			{Prefix: netip.MustParsePrefix("127.0.0.3/32"), Action: acl.Allow}}},
+	} {
+		for range 2000 { // 2000 random /32s of its own: each reload changes about 4000 entries
+			b := [4]byte{byte(11 + r.IntN(200)), byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))}
+			spec.Rules = append(spec.Rules, acl.Rule{Prefix: netip.PrefixFrom(netip.AddrFrom4(b), 32), Action: acl.Action(r.IntN(2))})
+		}
+		svcs = append(svcs, &service{Service: &config.Service{Name: "s", ACL: &config.ACL{Name: "a", ACL: acl.MustNew(spec)}, KernelFilter: config.FilterEBPF},
+			log: slog.New(slog.DiscardHandler), m: sm})
+	}
+	var kf kernelFilters
+	var gs []gated
+	var dsts []netip.AddrPort
+	accepted := make(chan netip.Addr, 64)
+	for range 2 {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false)
+		ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := newGate(ln, svcs[0], slog.New(slog.DiscardHandler), &kf)
+		if err != nil {
+			ln.Close()
+			t.Fatal(err)
+		}
+		defer g.Close()
+		gs = append(gs, g)
+		dsts = append(dsts, netip.MustParseAddrPort(ln.Addr().String()))
+		go func() {
+			for {
+				c, err := g.Accept()
+				if err != nil {
+					return
+				}
+				accepted <- c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
+				c.Close()
+			}
+		}()
+	}
+	sf := gs[0].(*gateListener).sf
+	denied := netip.MustParseAddr("127.0.0.2")
+	done := make(chan struct{})
+	flood := make(chan []int, 1)
+	var round atomic.Int64 // the reload running: the flood sends up to 40 SYNs a reload, spread over all
+	go func() {            // bounded in count, stops when the reloads are done
+		var fds []int
+		defer func() { flood <- fds }()
+		for i := 0; len(fds) < 4000; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if int64(len(fds)) >= 40*(round.Load()+1) {
+				runtime.Gosched()
+				continue
+			}
+			fd, err := synFrom(denied, dsts[i%2])
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			fds = append(fds, fd)
+		}
+	}()
+	kf.mu.Lock()
+	loads := kf.loads
+	kf.mu.Unlock()
+	t0 := time.Now()
+	for i := range 100 {
+		round.Store(int64(i))
+		for _, g := range gs {
+			if err := g.Configure(svcs[(i+1)%2]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	reloads := time.Since(t0)
+	close(done)
+	fds := <-flood
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	kf.mu.Lock()
+	loads = kf.loads - loads
+	kf.mu.Unlock()
+	if loads != 100 {
+		t.Errorf("100 reloads of two listeners loaded the maps %d times, want 100", loads)
+	}
+	for _, g := range gs {
+		if g.(*gateListener).sf != sf {
+			t.Fatal("a reload replaced the shared filter")
+		}
+	}
+	// A connection from 127.0.0.3 on each listener comes after any flood SYN that got through.
+	for _, d := range dsts {
+		c, err := dialFrom("127.0.0.3", d.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	for range 2 {
+		select {
+		case a := <-accepted:
+			if a != netip.MustParseAddr("127.0.0.3") {
+				t.Errorf("accepted %v, want 127.0.0.3", a)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("127.0.0.3 not accepted within 10s")
+		}
+	}
+	if n, e := testutil.ToFloat64(sm.denied), testutil.ToFloat64(sm.peerError); n != 0 || e != 0 {
+		t.Errorf("%v denials and %v peer errors at accept: flood SYNs got through the kernel filter", n, e)
+	}
+	v4, _ := kf.dropped("s")
+	t.Logf("%d denied SYNs sent to two listeners during 100 reloads (%v), %d dropped", len(fds), reloads, v4)
+	if v4 < uint64(len(fds)) {
+		t.Errorf("%d SYNs sent, %d dropped", len(fds), v4)
+	}
 }
