@@ -78,7 +78,10 @@ func TestAdminBans(t *testing.T) {
 	const cfg = "acls:\n  lo: {default: deny, allow: [127.0.0.0/8], deny: [127.0.0.66]}\n" +
 		"services:\n  - {name: p, listen: [\"127.0.0.1:0\"], acl: lo, upstream: %s}\n" +
 		"admin: {listen: \"127.0.0.1:0\"}\nnever_ban: [127.0.0.1]\nmax_bans: 4\nstate_dir: state\n"
-	s, _, dir := startFiles(t, map[string]string{"serve.yaml": cfg}, false, nil)
+	s, addr, dir := startFiles(t, map[string]string{"serve.yaml": cfg}, false, nil)
+	if !admits(t, "127.0.0.2", addr) { // a recent peer, for /whatif
+		t.Fatal("127.0.0.2 refused")
+	}
 	state := filepath.Join(dir, "state", stateName)
 	saved := func() string {
 		b, _ := os.ReadFile(state)
@@ -110,6 +113,10 @@ func TestAdminBans(t *testing.T) {
 		{name: "delete escaped", method: "DELETE", path: "/bans/127.0.0.10%2F32", code: 204},
 		{name: "delete bad", method: "DELETE", path: "/bans/x", code: 400},
 		{name: "healthz", method: "GET", path: "/healthz", code: 200, want: []string{"ok"}},
+		{name: "whatif", method: "POST", path: "/whatif?name=../cand.yaml", body: "default: deny\nallow: [127.0.0.3]\n", code: 200,
+			want: []string{`"candidate": "` + dir + `/cand.yaml"`, `"peer": "127.0.0.2"`, `"now_denied": 1`, `"new_acl": "cand"`}},
+		{name: "whatif, bad candidate", method: "POST", path: "/whatif", body: "default: maybe\n", code: 400, want: []string{"candidate: ", "candidate.yaml:1"}},
+		{name: "config", method: "GET", path: "/config", code: 200, want: []string{`"name": "p"`, `"on_deny": "close"`, `"state_dir": "` + dir + `/state"`, `"max_bans": 4`, `"api": 2`}},
 	})
 	got := saved()
 	for _, w := range []string{"127.0.0.11/32", "127.0.0.12/32"} {

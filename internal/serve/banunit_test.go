@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -203,5 +204,101 @@ func TestLimitedLogGroups(t *testing.T) {
 	log.Info("dropped") // the bucket of one is empty
 	if got := out.String(); !strings.Contains(got, "msg=allowed service=p conn.peer=127.0.0.1") || strings.Contains(got, "msg=dropped") {
 		t.Errorf("log:\n%s", got)
+	}
+}
+
+// reportLAPI is a fake CrowdSec LAPI for the reporter: logins hand out tokens t1, t2, …; each
+// POST /v1/alerts gets the next scripted status (200 when none is left) and its alerts are kept.
+type reportLAPI struct {
+	mu       sync.Mutex
+	login    int   // status of a login; 0: 200
+	statuses []int // of the next POST /v1/alerts
+	logins   int
+	log      []string // "POST /v1/alerts Bearer t1"
+	alerts   []alert
+}
+
+func (l *reportLAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.log = append(l.log, strings.TrimSpace(r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization")))
+	switch r.URL.Path {
+	case "/v1/watchers/login":
+		var c struct {
+			MachineID string `json:"machine_id"`
+			Password  string `json:"password"`
+		}
+		json.NewDecoder(r.Body).Decode(&c)
+		if l.login != 0 || c.MachineID != "m" || c.Password != "pw" {
+			http.Error(w, "no", max(l.login, http.StatusForbidden))
+			return
+		}
+		l.logins++
+		fmt.Fprintf(w, `{"token": "t%d", "expire": %q}`, l.logins, time.Now().Add(time.Hour).Format(time.RFC3339))
+	case "/v1/alerts":
+		code := http.StatusOK
+		if len(l.statuses) > 0 {
+			code, l.statuses = l.statuses[0], l.statuses[1:]
+		}
+		if code == http.StatusOK {
+			var as []alert
+			json.NewDecoder(r.Body).Decode(&as)
+			l.alerts = append(l.alerts, as...)
+		}
+		w.WriteHeader(code)
+	}
+}
+
+// TestReporterSend: auto-bans go to the LAPI as alerts, after a login whose token is kept; an
+// early 401 logs in again once; failures come back as errors; expired bans are not sent.
+func TestReporterSend(t *testing.T) {
+	l := &reportLAPI{}
+	srv := httptest.NewServer(l)
+	defer srv.Close()
+	r := &reporter{s: banServer(0), cfg: config.CrowdSec{URL: srv.URL, Login: "m", Password: "pw"}, client: &http.Client{Timeout: 5 * time.Second}}
+	now := time.Now()
+	ip := bans.Ban{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Origin: bans.OriginAuto, Reason: "3 denials", Created: now, Expires: now.Add(time.Hour + 10*time.Second)}
+	rng := bans.Ban{Prefix: netip.MustParsePrefix("2001:db8::/64"), Origin: bans.OriginAuto, Reason: "2 limit hits", Created: now}
+	gone := bans.Ban{Prefix: netip.MustParsePrefix("198.51.100.8/32"), Origin: bans.OriginAuto, Created: now, Expires: now.Add(-time.Second)}
+	for _, step := range []struct {
+		name     string
+		list     []bans.Ban
+		login    int
+		statuses []int
+		err      string // "" none
+		log      string // the requests made
+		alerts   int    // kept by the LAPI so far
+	}{
+		{"first", []bans.Ban{ip, rng, gone}, 0, nil, "", "POST /v1/watchers/login, POST /v1/alerts Bearer t1", 2},
+		{"token kept", []bans.Ban{ip}, 0, nil, "", "POST /v1/alerts Bearer t1", 3},
+		{"only expired", []bans.Ban{gone}, 0, nil, "", "", 3},
+		{"401: log in again", []bans.Ban{rng}, 0, []int{401}, "", "POST /v1/alerts Bearer t1, POST /v1/watchers/login, POST /v1/alerts Bearer t2", 4},
+		{"401 twice", []bans.Ban{rng}, 0, []int{401, 401}, "POST /v1/alerts: 401", "POST /v1/alerts Bearer t2, POST /v1/watchers/login, POST /v1/alerts Bearer t3", 4},
+		{"500", []bans.Ban{rng}, 0, []int{500}, "POST /v1/alerts: 500", "POST /v1/alerts Bearer t3", 4},
+	} {
+		l.mu.Lock()
+		l.statuses, l.log = step.statuses, nil
+		l.mu.Unlock()
+		err := r.send(step.list)
+		if step.err == "" && err != nil || step.err != "" && (err == nil || !strings.Contains(err.Error(), step.err)) {
+			t.Errorf("%s: err %v, want %q", step.name, err, step.err)
+		}
+		if got := strings.Join(l.log, ", "); got != step.log || len(l.alerts) != step.alerts {
+			t.Errorf("%s: requests %q, %d alerts; want %q, %d", step.name, got, len(l.alerts), step.log, step.alerts)
+		}
+	}
+	if len(l.alerts) < 2 {
+		t.Fatalf("%d alerts kept", len(l.alerts))
+	}
+	a, b := l.alerts[0], l.alerts[1]
+	if a.Source.Scope != "Ip" || a.Source.IP != "198.51.100.7" || a.Decisions[0].Duration != "1h0m10s" || a.Decisions[0].Type != "ban" ||
+		b.Source.Scope != "Range" || b.Source.Range != "2001:db8::/64" || b.Decisions[0].Duration != neverDuration.String() ||
+		!strings.Contains(a.Message, "3 denials") {
+		t.Errorf("alerts: %+v\n%+v", a, b)
+	}
+	// A login refused: the error names the machine; nothing is sent.
+	r.token, l.login = "", http.StatusForbidden
+	if err := r.send([]bans.Ban{ip}); err == nil || !strings.Contains(err.Error(), `login as machine "m": 403`) {
+		t.Errorf("login refused: %v", err)
 	}
 }
