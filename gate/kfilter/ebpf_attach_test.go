@@ -111,6 +111,44 @@ func TestEBPFLiveUpdate(t *testing.T) {
 	}
 }
 
+// TestEBPFSharedBySockets: one filter attached to an IPv4 and a dual-stack listener (as a service
+// with two listen addresses has it) drops a denied peer on both; a Load and a ban change both at
+// once; closing one socket leaves the other filtered; and closing the filter's descriptors leaves
+// the program and maps alive as long as a socket holds them.
+func TestEBPFSharedBySockets(t *testing.T) {
+	ln4 := listen(t, "127.0.0.1:0")
+	ln6 := listen(t, "[::]:0")
+	f := attachEBPF(t, ln4, mustACL(t, "deny 127.0.0.2"))
+	if err := f.Attach(rawConn(t, ln6)); err != nil {
+		t.Fatal(err)
+	}
+	ch4, ch6 := acceptor(ln4), acceptor(ln6)
+	addr4, addr6 := ln4.Addr().String(), net.JoinHostPort("127.0.0.1", port(ln6))
+	for _, a := range []string{addr4, addr6} {
+		mustTimeOut(t, "127.0.0.2", a)
+		mustConnect(t, "127.0.0.3", a)
+	}
+	if err := f.Load(mustACL(t, "deny 127.0.0.3")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.UpdateBans([]netip.Prefix{netip.MustParsePrefix("127.0.0.4/32")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{addr4, addr6} {
+		mustTimeOut(t, "127.0.0.3", a)
+		mustTimeOut(t, "127.0.0.4", a)
+		mustConnect(t, "127.0.0.2", a)
+	}
+	if v4, v6, err := f.Dropped(); err != nil || v4 < 6 || v6 != 0 {
+		t.Errorf("Dropped() = %d, %d, %v; want at least 6 IPv4 (both sockets counted in one counter), no IPv6", v4, v6, err)
+	}
+	expectAccepted(t, ln4, ch4, "127.0.0.3", "127.0.0.2") // closes ln4
+	f.Close()                                             // ln6 holds program and maps now
+	mustTimeOut(t, "127.0.0.3", addr6)
+	mustConnect(t, "127.0.0.1", addr6)
+	expectAccepted(t, ln6, ch6, "127.0.0.3", "127.0.0.2", "127.0.0.1")
+}
+
 // synFrom opens a non-blocking socket bound to src and starts a connect to dst, which sends one
 // SYN; the caller closes the returned descriptor.
 func synFrom(src netip.Addr, dst netip.AddrPort) (int, error) {

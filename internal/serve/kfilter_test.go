@@ -587,3 +587,57 @@ func TestKernelFilterSharedReloadUnderFlood(t *testing.T) {
 		t.Errorf("%d SYNs sent, %d dropped", len(fds), v4)
 	}
 }
+
+// TestKernelFilterListenerChangesService: a listener that a reload gives to another service moves
+// from the first service's shared filter to the second's, replaced atomically; the first service's
+// other listener keeps its filter, and each service's ACL applies on its own listeners.
+func TestKernelFilterListenerChangesService(t *testing.T) {
+	if err := kfilter.EBPFAvailable(); err != nil {
+		t.Skipf("eBPF socket filter unavailable here: %v", err)
+	}
+	m := newMetrics()
+	svc := func(name, deny string) *service {
+		a := acl.MustNew(acl.Spec{Default: acl.Allow, Rules: []acl.Rule{{Prefix: netip.MustParsePrefix(deny), Action: acl.Deny}}})
+		return &service{Service: &config.Service{Name: name, ACL: &config.ACL{Name: "a", ACL: a}, KernelFilter: config.FilterEBPF},
+			log: slog.New(slog.DiscardHandler), m: m.service(name)}
+	}
+	var kf kernelFilters
+	var gs []*gateListener
+	var addrs []string
+	s1 := svc("s1", "127.0.0.2/32")
+	for range 2 {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false)
+		ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := newGate(ln, s1, slog.New(slog.DiscardHandler), &kf)
+		if err != nil {
+			ln.Close()
+			t.Fatal(err)
+		}
+		defer g.Close()
+		gs = append(gs, g.(*gateListener))
+		addrs = append(addrs, ln.Addr().String())
+	}
+	first := gs[0].sf
+	if err := gs[1].Configure(svc("s2", "127.0.0.3/32")); err != nil {
+		t.Fatal(err)
+	}
+	if gs[0].sf != first || gs[1].sf == first || gs[1].sf == nil {
+		t.Fatal("the moved listener did not get a filter of its own service, or the other lost its")
+	}
+	kf.mu.Lock()
+	n1, n2, held := len(first.users), len(gs[1].sf.users), len(kf.by)
+	kf.mu.Unlock()
+	if n1 != 1 || n2 != 1 || held != 2 {
+		t.Errorf("listeners on s1's filter %d, on s2's %d, filters %d; want 1, 1, 2", n1, n2, held)
+	}
+	if !synDropped(t, "127.0.0.2", addrs[0]) || synDropped(t, "127.0.0.3", addrs[0]) {
+		t.Error("s1's listener is not filtered by s1's ACL")
+	}
+	if !synDropped(t, "127.0.0.3", addrs[1]) || synDropped(t, "127.0.0.2", addrs[1]) {
+		t.Error("the moved listener is not filtered by s2's ACL")
+	}
+}
