@@ -115,15 +115,8 @@ func (l *Listener) recheck(j *judged) (any, bool) {
 	if ev.Err == nil && (ev.Decision.Allowed() || opts.DryRun) {
 		return opts.Tag, true
 	}
-	switch {
-	case ev.Err != nil:
-		l.errors.Add(1)
-	case ev.Ban != nil:
-		l.banned.Add(1)
-	default:
-		l.denied.Add(1)
-	}
 	ev.HandedOn = false
+	l.count(&ev)
 	if opts.Logger != nil {
 		l.log(opts.Logger, &ev)
 	}

@@ -88,12 +88,13 @@ type Event struct {
 	HandedOn bool         // the connection was returned to the caller
 }
 
-// Stats are a Listener's counters since it was made.
+// Stats are a Listener's counters since it was made: sums of its Counts, which count each
+// judged connection once by verdict and reason (the vocabulary of Reason).
 type Stats struct {
-	Allowed uint64 // connections the ACL allowed (and no limit denied)
+	Allowed uint64 // connections the ACL allowed (and no limit denied): allow/acl
 	Denied  uint64 // connections the ACL denied (in dry-run mode, would have denied)
-	Errors  uint64 // connections closed because their peer could not be found or judged
-	Limited uint64 // connections the ACL allowed and a per-source limit denied
+	Errors  uint64 // connections closed because their peer could not be found or judged: proxy and peer_error
+	Limited uint64 // connections the ACL allowed and a per-source limit denied: deny/limit
 	Banned  uint64 // connections denied by a ban (Options.Bans; in dry-run mode, would have been)
 }
 
@@ -101,12 +102,9 @@ type Stats struct {
 // methods are safe for concurrent use.
 type Listener struct {
 	net.Listener
-	policy  atomic.Pointer[policy]
-	allowed atomic.Uint64
-	denied  atomic.Uint64
-	errors  atomic.Uint64
-	limited atomic.Uint64
-	banned  atomic.Uint64
+	policy     atomic.Pointer[policy]
+	counts     [numOutcomes]atomic.Uint64 // by index into outcomes
+	dryRunBans atomic.Uint64              // of counts[outDryRun], those a ban would have denied
 
 	closed    chan struct{} // closed by Close: judging goroutines give up delivering
 	closeOnce sync.Once
@@ -161,7 +159,18 @@ func (l *Listener) update(set func(*policy)) {
 
 // Stats returns the counters.
 func (l *Listener) Stats() Stats {
-	return Stats{Allowed: l.allowed.Load(), Denied: l.denied.Load(), Errors: l.errors.Load(), Limited: l.limited.Load(), Banned: l.banned.Load()}
+	var n [numOutcomes]uint64
+	for i := range n {
+		n[i] = l.counts[i].Load()
+	}
+	dryBans := min(l.dryRunBans.Load(), n[outDryRun])
+	return Stats{
+		Allowed: n[outAllowACL],
+		Denied:  n[outDenyACL] + n[outDryRun] - dryBans,
+		Errors:  n[outProxy] + n[outPeerError],
+		Limited: n[outLimit],
+		Banned:  n[outBan] + dryBans,
+	}
 }
 
 // Close closes the wrapped listener; connections being judged are closed rather than returned.
@@ -239,8 +248,8 @@ func (l *Listener) judgePolicy(c net.Conn, refuse error) (net.Conn, *policy, Eve
 		ev.Err = ErrNoACL
 	}
 	if ev.Err != nil {
-		l.errors.Add(1)
 		ev.Decision = acl.Decision{Action: acl.Deny}
+		l.count(&ev)
 	} else {
 		wrapped = l.decide(c, wrapped, a, opts, &ev)
 	}
@@ -303,17 +312,8 @@ func (l *Listener) decide(c net.Conn, wrapped *Conn, a *acl.ACL, opts *Options, 
 	if (ev.Decision.Allowed() || opts.DryRun) && opts.Limiter != nil && !ev.Peer.Unix {
 		release, ev.Limit = opts.Limiter.Admit(ev.Peer.AddrPort.Addr())
 	}
-	switch {
-	case ev.Limit != nil:
-		l.limited.Add(1)
-	case ev.Decision.Allowed():
-		l.allowed.Add(1)
-	case ev.Ban != nil:
-		l.banned.Add(1)
-	default:
-		l.denied.Add(1)
-	}
 	ev.HandedOn = ev.Limit == nil && (ev.Decision.Allowed() || opts.DryRun)
+	l.count(ev)
 	if release != nil {
 		if wrapped == nil {
 			wrapped = &Conn{Conn: c}

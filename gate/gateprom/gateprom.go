@@ -17,15 +17,19 @@ type Collector struct {
 	desc *prometheus.Desc
 }
 
-// New returns a Collector for ln. It exposes peergate_gate_connections_total with a result label
-// (allowed, denied, error, limited, banned) plus the given constant labels, which tell several listeners apart.
+// New returns a Collector for ln. It exposes peergate_gate_connections_total with the labels
+// verdict (allow: handed on; deny: closed) and reason (gate.Reason: acl, dry_run, ban, limit,
+// proxy, peer_error), one series for each of gate.Outcomes(), plus the given constant labels,
+// which tell several listeners apart. These are the verdict and reason labels of peergate serve's
+// peergate_connections_total.
 func New(ln *gate.Listener, labels prometheus.Labels) *Collector {
 	return &Collector{ln: ln, desc: prometheus.NewDesc("peergate_gate_connections_total",
-		"Connections judged by a gate.Listener, by result: allowed, denied (by the ACL; in dry-run "+
-			"mode, would have been), error (the peer could not be found or judged; closed), "+
-			"limited (allowed by the ACL, over a per-source limit; closed), banned (denied by a ban of "+
-			"the ban layer, Options.Bans).",
-		[]string{"result"}, labels)}
+		"Connections judged by a gate.Listener, by verdict (allow: handed on; deny: closed) and reason "+
+			"(acl: the ACL decided; dry_run: the ACL or a ban denied, DryRun handed it on; ban: a ban of "+
+			"Options.Bans denied; limit: a per-source limit denied; proxy: no valid PROXY header from a "+
+			"trusted proxy, or an untrusted peer where one is required; peer_error: the peer could not be "+
+			"found or judged).",
+		[]string{"verdict", "reason"}, labels)}
 }
 
 // Describe implements prometheus.Collector.
@@ -33,11 +37,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	s := c.ln.Stats()
-	for _, r := range []struct {
-		result string
-		n      uint64
-	}{{"allowed", s.Allowed}, {"denied", s.Denied}, {"error", s.Errors}, {"limited", s.Limited}, {"banned", s.Banned}} {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(r.n), r.result)
+	counts := c.ln.Counts()
+	for _, o := range gate.Outcomes() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(counts[o]),
+			o.Verdict.String(), o.Reason.String())
 	}
 }

@@ -52,13 +52,15 @@ func TestCollector(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(gateprom.New(ln, prometheus.Labels{"listener": "test"}))
 	want := `
-# HELP peergate_gate_connections_total Connections judged by a gate.Listener, by result: allowed, denied (by the ACL; in dry-run mode, would have been), error (the peer could not be found or judged; closed), limited (allowed by the ACL, over a per-source limit; closed), banned (denied by a ban of the ban layer, Options.Bans).
+# HELP peergate_gate_connections_total Connections judged by a gate.Listener, by verdict (allow: handed on; deny: closed) and reason (acl: the ACL decided; dry_run: the ACL or a ban denied, DryRun handed it on; ban: a ban of Options.Bans denied; limit: a per-source limit denied; proxy: no valid PROXY header from a trusted proxy, or an untrusted peer where one is required; peer_error: the peer could not be found or judged).
 # TYPE peergate_gate_connections_total counter
-peergate_gate_connections_total{listener="test",result="allowed"} 1
-peergate_gate_connections_total{listener="test",result="banned"} 0
-peergate_gate_connections_total{listener="test",result="denied"} 2
-peergate_gate_connections_total{listener="test",result="error"} 0
-peergate_gate_connections_total{listener="test",result="limited"} 0
+peergate_gate_connections_total{listener="test",reason="acl",verdict="allow"} 1
+peergate_gate_connections_total{listener="test",reason="acl",verdict="deny"} 2
+peergate_gate_connections_total{listener="test",reason="ban",verdict="deny"} 0
+peergate_gate_connections_total{listener="test",reason="dry_run",verdict="allow"} 0
+peergate_gate_connections_total{listener="test",reason="limit",verdict="deny"} 0
+peergate_gate_connections_total{listener="test",reason="peer_error",verdict="deny"} 0
+peergate_gate_connections_total{listener="test",reason="proxy",verdict="deny"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Error(err)
@@ -76,12 +78,15 @@ func ExampleNew() {
 	reg.MustRegister(gateprom.New(ln, prometheus.Labels{"listener": "http"}))
 	mfs, _ := reg.Gather()
 	for _, m := range mfs[0].GetMetric() {
-		fmt.Println(m.GetLabel()[1].GetValue(), m.GetCounter().GetValue())
+		l := m.GetLabel() // sorted: listener, reason, verdict
+		fmt.Println(l[2].GetValue(), l[1].GetValue(), m.GetCounter().GetValue())
 	}
 	// Output:
-	// allowed 1
-	// banned 0
-	// denied 1
-	// error 0
-	// limited 0
+	// allow acl 1
+	// deny acl 1
+	// deny ban 0
+	// allow dry_run 0
+	// deny limit 0
+	// deny peer_error 0
+	// deny proxy 0
 }

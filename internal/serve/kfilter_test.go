@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/gate/kfilter"
 	"github.com/peergate/peergate/internal/config"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -590,7 +591,7 @@ func TestKernelFilterSharedReloadUnderFlood(t *testing.T) {
 			t.Fatal("127.0.0.3 not accepted within 10s")
 		}
 	}
-	if n, e := testutil.ToFloat64(sm.denied), testutil.ToFloat64(sm.peerError); n != 0 || e != 0 {
+	if n, e := testutil.ToFloat64(sm.conns[gate.Outcome{Verdict: acl.Deny, Reason: gate.ReasonACL}]), testutil.ToFloat64(sm.conns[gate.Outcome{Verdict: acl.Deny, Reason: gate.ReasonPeerError}]); n != 0 || e != 0 {
 		t.Errorf("%v denials and %v peer errors at accept: flood SYNs got through the kernel filter", n, e)
 	}
 	v4, _ := kf.dropped("s")

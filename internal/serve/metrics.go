@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"errors"
 	"net/netip"
 	"sync"
 	"time"
@@ -51,10 +50,10 @@ func newMetrics() *metrics {
 	m := &metrics{reg: prometheus.NewRegistry(), rules: map[string]*ruleSet{}}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	m.conns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_connections_total",
-		Help: "Connections judged, by service, verdict (allow, deny) and reason (acl; peer_error: the peer " +
-			"could not be found or judged, denied to fail closed; dry_run: the ACL denied, dry_run handed it on; " +
-			"proxy: no valid PROXY header from a trusted proxy, or an untrusted peer where the header is required; " +
-			"limit: the ACL allowed, a per-source limit denied; ban: a ban of the ban layer denied, whatever the ACL says)."},
+		Help: "Connections judged, by service, verdict (allow: handed on, deny: closed) and reason (gate.Reason: acl; " +
+			"dry_run: the ACL or a ban denied, dry_run handed it on; ban: a ban of the ban layer denied, whatever the ACL says; " +
+			"limit: a per-source limit denied; proxy: no valid PROXY header from a trusted proxy, or an untrusted peer " +
+			"where the header is required; peer_error: the peer could not be found or judged, denied to fail closed)."},
 		[]string{"service", "verdict", "reason"})
 	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peergate_denials_total",
 		Help: "ACL denials by deciding rule (prefix and origin; rule=\"default\" for the default, " +
@@ -139,16 +138,14 @@ func (m *metrics) service(name string) *svcMetrics {
 			aborts[e] = m.aborts.WithLabelValues(name, reason)
 		}
 	}
+	conns := make(map[gate.Outcome]prometheus.Counter, len(gate.Outcomes()))
+	for _, o := range gate.Outcomes() {
+		conns[o] = m.conns.WithLabelValues(name, o.Verdict.String(), o.Reason.String())
+	}
 	return &svcMetrics{
-		aborts:    aborts,
-		allowed:   m.conns.WithLabelValues(name, "allow", "acl"),
-		denied:    m.conns.WithLabelValues(name, "deny", "acl"),
-		peerError: m.conns.WithLabelValues(name, "deny", "peer_error"),
-		dryRun:    m.conns.WithLabelValues(name, "allow", "dry_run"),
-		proxy:     m.conns.WithLabelValues(name, "deny", "proxy"),
-		limited:   m.conns.WithLabelValues(name, "deny", "limit"),
-		banned:    m.conns.WithLabelValues(name, "deny", "ban"),
-		banVec:    m.banDenials, service: name, byOrigin: map[string]prometheus.Counter{},
+		aborts: aborts,
+		conns:  conns,
+		banVec: m.banDenials, service: name, byOrigin: map[string]prometheus.Counter{},
 		rules:     rs,
 		hits:      m.hitsOf(name),
 		recent:    m.recentOf(name),
@@ -162,37 +159,28 @@ func (m *metrics) service(name string) *svcMetrics {
 
 // svcMetrics are one service's metrics.
 type svcMetrics struct {
-	allowed, denied, peerError, dryRun prometheus.Counter
-	proxy, limited                     prometheus.Counter
-	banned                             prometheus.Counter
-	banVec                             *prometheus.CounterVec
-	service                            string
-	banMu                              sync.Mutex
-	byOrigin                           map[string]prometheus.Counter // ban denials by origin (few)
-	rules                              *ruleSet
-	hits                               *ruleHits
-	recent                             *recentPeers
-	active                             prometheus.Gauge
-	bytesIn, bytesOut, upFail          prometheus.Counter
-	aborts                             [nEnds]prometheus.Counter // by end; nil for endDone
-	upLatency                          prometheus.Observer
+	conns                     map[gate.Outcome]prometheus.Counter // every outcome, resolved once
+	banVec                    *prometheus.CounterVec
+	service                   string
+	banMu                     sync.Mutex
+	byOrigin                  map[string]prometheus.Counter // ban denials by origin (few)
+	rules                     *ruleSet
+	hits                      *ruleHits
+	recent                    *recentPeers
+	active                    prometheus.Gauge
+	bytesIn, bytesOut, upFail prometheus.Counter
+	aborts                    [nEnds]prometheus.Counter // by end; nil for endDone
+	upLatency                 prometheus.Observer
 }
 
 // decided counts one judged connection; it is the gate's OnDecision hook.
 func (sm *svcMetrics) decided(ev gate.Event) {
 	sm.hits.countEvent(ev)
 	sm.recent.addEvent(ev)
+	sm.conns[ev.Outcome()].Inc()
 	switch {
-	case errors.Is(ev.Err, gate.ErrProxyHeader) || errors.Is(ev.Err, gate.ErrProxyRequired):
-		sm.proxy.Inc()
 	case ev.Err != nil:
-		sm.peerError.Inc()
-	case ev.Ban != nil:
-		if ev.HandedOn {
-			sm.dryRun.Inc()
-		} else {
-			sm.banned.Inc()
-		}
+	case ev.Ban != nil: // denied by a ban, or handed on by dry_run: by the ban's origin
 		sm.banMu.Lock()
 		c := sm.byOrigin[ev.Ban.Origin]
 		if c == nil {
@@ -201,16 +189,7 @@ func (sm *svcMetrics) decided(ev gate.Event) {
 		}
 		sm.banMu.Unlock()
 		c.Inc()
-	case ev.Limit != nil:
-		sm.limited.Inc()
-	case ev.Decision.Allowed():
-		sm.allowed.Inc()
-	default:
-		if ev.HandedOn {
-			sm.dryRun.Inc()
-		} else {
-			sm.denied.Inc()
-		}
+	case ev.Limit == nil && !ev.Decision.Allowed(): // the ACL denied (or would have, in dry_run)
 		sm.rules.count(ev.Decision.Rule)
 	}
 }
