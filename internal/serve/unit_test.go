@@ -2,15 +2,19 @@ package serve
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/peergate/peergate/gate/bans"
+	"github.com/peergate/peergate/gate/limit"
 	"github.com/peergate/peergate/internal/config"
 )
 
@@ -294,5 +298,110 @@ func TestSendPreamble(t *testing.T) {
 	mapped := &net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.1"), Port: 1}
 	if h := proxyHeader(&config.Service{SendProxy: "v1"}, mapped, mapped); h.SourceAddr.(*net.TCPAddr).IP.To4() == nil || h.TransportProtocol.IsIPv6() {
 		t.Errorf("an IPv4-mapped client goes out as %v %v", h.TransportProtocol, h.SourceAddr)
+	}
+}
+
+// TestServicesKept: what a reload keeps of the running services, by service name: the max_conns
+// slots while the cap is the same (open connections keep their slots), the per-source limiter
+// while its settings are, the log_rate bucket always (a reload refills nothing), and the
+// auto-ban counts while ban_after counts the same way; everything else is new. Each listen entry
+// maps to its service.
+func TestServicesKept(t *testing.T) {
+	const svc = "  - {name: %s, listen: [%s], acl: lo, upstream: \"127.0.0.1:1\", max_conns: %d, per_source: %d, log_rate: %d%s}\n"
+	file := func(svcs ...string) *config.File {
+		return parseConfig(t, "acls:\n  lo: {default: allow}\nservices:\n"+strings.Join(svcs, ""))
+	}
+	line := func(name, listen string, maxConns, perSource, logRate int, extra string) string {
+		return fmt.Sprintf(svc, name, listen, maxConns, perSource, logRate, extra)
+	}
+	const ban = ", ban_after: {denials: 3, within: 1m}"
+	s := banServer(0)
+	s.sems, s.lims, s.logLims, s.autos = map[string]chan struct{}{}, map[string]*limit.Limiter{}, map[string]*logLimit{}, map[string]*autoBan{}
+	s.banner = &banner{s: s}
+	// run applies cfg's services the way apply keeps them, and returns them by name.
+	run := func(cfg *config.File) map[string]*service {
+		want, sems, lims, logLims := s.services(cfg)
+		byName := map[string]*service{}
+		s.autos = map[string]*autoBan{}
+		for key, v := range want {
+			if prev, ok := byName[v.Name]; ok && prev != v {
+				t.Fatalf("service %s: two services for its listen entries", v.Name)
+			}
+			byName[v.Name] = v
+			if addrOf(key) == "" {
+				t.Errorf("key %q: no address", key)
+			}
+			if v.ab != nil {
+				s.autos[v.Name] = v.ab
+			}
+		}
+		s.sems, s.lims, s.logLims = sems, lims, logLims
+		return byName
+	}
+	old := run(file(line("p", `"127.0.0.1:0", "127.0.0.1:0"`, 2, 3, 10, ban), line("q", `"127.0.0.1:9"`, 0, 0, 0, ""), line("r", `"127.0.0.1:8"`, 5, 0, 1, ban)))
+	if len(old) != 3 || cap(old["p"].sem) != 2 || old["q"].sem != nil || old["p"].lim == nil || old["q"].lim != nil || old["p"].ab == nil || old["q"].ab != nil {
+		t.Fatalf("first load: %+v", old)
+	}
+	old["p"].sem <- struct{}{} // an open connection
+	oldLog := s.logLims["p"]
+	cur := run(file(line("p", `"127.0.0.1:0"`, 2, 3, 20, ban), line("q", `"127.0.0.1:9"`, 4, 0, 0, ""), line("r", `"127.0.0.1:8"`, 6, 2, 1, ", ban_after: {denials: 4, within: 1m}")))
+	for _, tc := range []struct {
+		what       string
+		kept, want bool
+	}{
+		{"p's slots (same max_conns)", cur["p"].sem == old["p"].sem, true},
+		{"p's limiter (same per_source)", cur["p"].lim == old["p"].lim, true},
+		{"p's auto-ban counts (same ban_after)", cur["p"].ab == old["p"].ab, true},
+		{"p's log bucket (log_rate changed)", s.logLims["p"] == oldLog, true},
+		{"q's slots (max_conns added)", cur["q"].sem != nil && cap(cur["q"].sem) == 4, true},
+		{"r's slots (max_conns changed)", cur["r"].sem == old["r"].sem, false},
+		{"r's auto-ban counts (denials changed)", cur["r"].ab == old["r"].ab, false},
+		{"r's limiter (per_source added)", cur["r"].lim != nil, true},
+	} {
+		if tc.kept != tc.want {
+			t.Errorf("%s: %v, want %v", tc.what, tc.kept, tc.want)
+		}
+	}
+	if len(cur["p"].sem) != 1 {
+		t.Errorf("p's open connection lost its slot: %d taken", len(cur["p"].sem))
+	}
+}
+
+// TestStateStore: a change asked for is saved before wait returns, with the save's error when it
+// fails (a state_dir that is not a directory); a change asked for after the store stopped is
+// not waited for forever.
+func TestStateStore(t *testing.T) {
+	dir := t.TempDir()
+	notDir := dir + "/file"
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, dir string
+		err       bool
+	}{
+		{"saved", dir, false},
+		{"not a directory", notDir, true},
+	} {
+		tab := bans.New(bans.Config{})
+		tab.Add(bans.Ban{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Origin: bans.OriginAPI})
+		st := newStateStore(tc.dir, tab, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		done := make(chan struct{})
+		go st.run(done)
+		err := st.wait(st.changed())
+		if (err != nil) != tc.err {
+			t.Errorf("%s: wait: %v, want an error %v", tc.name, err, tc.err)
+		}
+		if !tc.err {
+			got, err := ReadBans(tc.dir)
+			if err != nil || len(got) != 1 || got[0].Prefix.String() != "198.51.100.7/32" {
+				t.Errorf("%s: saved %v, %v", tc.name, got, err)
+			}
+		}
+		close(done)
+		<-st.finished
+		if err := st.wait(st.changed()); err == nil || !strings.Contains(err.Error(), "shutting down") {
+			t.Errorf("%s: a change after the stop: %v", tc.name, err)
+		}
 	}
 }
