@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os/user"
 	"path/filepath"
@@ -79,8 +80,22 @@ func SpecFromNode(name string, n *yaml.Node) (Spec, error) {
 // DefaultMaxFileSize is the bound on one file's size of a Loader that sets none: 1 GiB.
 const DefaultMaxFileSize = safefile.DefaultMaxFileSize
 
-// Source is what a Loader saw of one file it read or tried to read (see Loader.Sources).
-type Source = safefile.Source
+// Source is what a Loader saw of one file it read or tried to read (see Loader.Sources): the path
+// as the load named it, and the file's type, identity, size and times from the stat taken when it
+// was read. Exists is false when the file could not be stat'ed (it was missing, say): a file that
+// appears later differs from that record.
+type Source struct {
+	Path         string
+	Exists       bool
+	Mode         fs.FileMode // type bits only
+	Dev, Ino     uint64      // device and inode; 0 where the system does not say
+	Size         int64
+	Mtime, Ctime int64 // modification and change times, nanoseconds since the epoch (Ctime 0 where unknown)
+}
+
+// Changed reports whether the file at s.Path is no longer the one s records: replaced, written,
+// created or removed since.
+func (s Source) Changed() bool { return safefile.Source(s).Changed() }
 
 // A Loader reads ACL files and the list files they include; the package-level loaders use a zero
 // Loader. Every file goes through one reader that fails closed:
@@ -124,7 +139,7 @@ func (l *Loader) Sources() []Source {
 func (l *Loader) ReadFile(ctx context.Context, path string) ([]byte, error) {
 	data, src, err := safefile.ReadFile(ctx, path, l.MaxFileSize)
 	l.mu.Lock()
-	l.sources = append(l.sources, src)
+	l.sources = append(l.sources, Source(src))
 	l.mu.Unlock()
 	return data, err
 }
