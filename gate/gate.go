@@ -77,6 +77,8 @@ type Limiter interface {
 
 // Event describes one judged connection.
 type Event struct {
+	// Conn is the connection judged. For a peer denied on the shed path (see Listener.Shedding),
+	// for which no net.Conn was made, it is a stand-in that has the addresses and does nothing else.
 	Conn     net.Conn
 	Peer     Peer         // the peer judged: the client named by a PROXY header, or the direct peer
 	Direct   Peer         // the direct peer, from getpeername: the proxy when Proxied is set
@@ -109,6 +111,7 @@ type Listener struct {
 	closed    chan struct{} // closed by Close: judging goroutines give up delivering
 	closeOnce sync.Once
 	async     asyncAccept // the accept path with Proxy set
+	shed      shedding    // the accept path under a flood of denied peers
 }
 
 // policy is what a connection is judged by: one value, swapped whole, so a connection is never
@@ -123,6 +126,7 @@ type policy struct {
 func NewListener(inner net.Listener, a *acl.ACL, opts Options) *Listener {
 	l := &Listener{Listener: inner, closed: make(chan struct{})}
 	l.policy.Store(&policy{a, opts})
+	l.shed.init(inner)
 	return l
 }
 
@@ -202,12 +206,24 @@ func (l *Listener) AcceptTag() (net.Conn, any, error) {
 	if l.async.started.Load() || l.policy.Load().opts.Proxy != nil {
 		return l.acceptAsync()
 	}
+	var err error
 	for {
 		if l.policy.Load().opts.Proxy != nil { // set while this call judged: read headers off this path
 			return l.acceptAsync()
 		}
-		c, err := l.Listener.Accept()
-		if err != nil {
+		var c net.Conn
+		if l.Shedding() {
+			sc, judged, tag, err := l.acceptShed()
+			switch {
+			case err != nil:
+				return nil, nil, err
+			case judged:
+				return sc, tag, nil
+			case sc == nil:
+				continue // denied and closed before a net.Conn was made for it
+			}
+			c = sc
+		} else if c, err = l.Listener.Accept(); err != nil {
 			return nil, nil, err
 		}
 		if out, tag, ok := l.judge(c, errNoRead); ok {
@@ -243,30 +259,39 @@ func (l *Listener) judge(c net.Conn, refuse error) (net.Conn, any, bool) {
 func (l *Listener) judgePolicy(c net.Conn, refuse error) (net.Conn, *policy, Event, bool) {
 	ev := Event{Conn: c}
 	wrapped, p := l.peer(c, refuse, &ev)
-	a, opts := p.acl, &p.opts
-	if ev.Err == nil && a == nil {
-		ev.Err = ErrNoACL
-	}
-	if ev.Err != nil {
-		ev.Decision = acl.Decision{Action: acl.Deny}
-		l.count(&ev)
-	} else {
-		wrapped = l.decide(c, wrapped, a, opts, &ev)
-	}
-	if opts.Logger != nil && (!ev.Decision.Allowed() || ev.Limit != nil) {
-		l.log(opts.Logger, &ev)
-	}
-	if opts.OnDecision != nil {
-		opts.OnDecision(ev)
-	}
+	wrapped = l.settle(c, wrapped, p, &ev)
 	if !ev.HandedOn {
-		deny(c, opts)
+		deny(c, &p.opts)
 		return nil, nil, Event{}, false
 	}
 	if wrapped != nil {
 		return wrapped, p, ev, true
 	}
 	return c, p, ev, true
+}
+
+// settle judges c by p once ev's Peer (or Err) is known: decide, unless the peer is not known or
+// there is no ACL; then it counts, logs and reports the decision (OnDecision). It returns what
+// decide returns (nil when not judged). Closing a denied connection is the caller's.
+func (l *Listener) settle(c net.Conn, wrapped *Conn, p *policy, ev *Event) *Conn {
+	a, opts := p.acl, &p.opts
+	if ev.Err == nil && a == nil {
+		ev.Err = ErrNoACL
+	}
+	if ev.Err != nil {
+		ev.Decision = acl.Decision{Action: acl.Deny}
+		l.count(ev)
+	} else {
+		wrapped = l.decide(c, wrapped, a, opts, ev)
+	}
+	if opts.Logger != nil && (!ev.Decision.Allowed() || ev.Limit != nil) {
+		l.log(opts.Logger, ev)
+	}
+	if opts.OnDecision != nil {
+		opts.OnDecision(*ev)
+	}
+	l.shedScore(ev.HandedOn)
+	return wrapped
 }
 
 // peer sets ev's Peer, Direct and Err for c under refuse (see judge), reading its PROXY header
