@@ -10,6 +10,7 @@ import (
 
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate"
+	"github.com/peergate/peergate/internal/acltest"
 )
 
 // genBans returns n distinct bans: IPv4 /32s with a few /24s (a blocklist of scanners), or, for
@@ -46,20 +47,9 @@ func genBans(n int, mixed bool, seed uint64) []Ban {
 	return out
 }
 
-// genACL returns an ACL of n deny rules (IPv4 /16 to /32, default allow), like acl's v4 shape.
+// genACL returns an ACL of n deny rules (IPv4 /16 to /32, default allow): acltest's Block4.
 func genACL(b *testing.B, n int) *acl.ACL {
-	r := rand.New(rand.NewPCG(5, 9))
-	seen := make(map[netip.Prefix]bool, n)
-	rules := make([]acl.Rule, 0, n)
-	for len(rules) < n {
-		v := r.Uint32()
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), 16+r.IntN(17)).Masked()
-		if !seen[p] {
-			seen[p] = true
-			rules = append(rules, acl.Rule{Prefix: p, Action: acl.Deny})
-		}
-	}
-	a, err := acl.New(acl.Spec{Default: acl.Allow, Rules: rules})
+	a, err := acl.New(acl.Spec{Default: acl.Allow, Rules: acltest.Seeded(acltest.Block4, n, 5)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -68,19 +58,11 @@ func genACL(b *testing.B, n int) *acl.ACL {
 
 // probeAddrs returns addresses to look up: half inside bans, half random of the same family.
 func probeAddrs(bans []Ban) []netip.Addr {
-	r := rand.New(rand.NewPCG(99, 1))
-	out := make([]netip.Addr, 1<<16)
-	for i := range out {
-		p := bans[r.IntN(len(bans))].Prefix
-		b := p.Addr().AsSlice()
-		if i%2 == 1 {
-			for j := range b {
-				b[j] = byte(r.Uint32())
-			}
-		}
-		out[i], _ = netip.AddrFromSlice(b)
+	ps := make([]netip.Prefix, len(bans))
+	for i, b := range bans {
+		ps[i] = b.Prefix
 	}
-	return out
+	return acltest.Inside(rand.New(rand.NewPCG(99, 1)), ps, 1<<16)
 }
 
 // loop runs op b.N times as b.Loop does and also reports cpu-ns/op: the CPU time of the thread
