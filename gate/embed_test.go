@@ -343,15 +343,19 @@ func TestAcceptAllocs(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		srcs []string // the gate denies all but the last
+		opts Options
 	}{
-		{"allowed", []string{"127.0.0.1"}},
-		{"denied then allowed", []string{"127.0.0.2", "127.0.0.1"}},
+		{"allowed", []string{"127.0.0.1"}, Options{}},
+		{"denied then allowed", []string{"127.0.0.2", "127.0.0.1"}, Options{}},
+		// The ban layer asked about every peer, banning none; a ban that denies allocates its Event.Ban.
+		{"allowed, bans consulted", []string{"127.0.0.1"}, Options{Bans: noBans{}}},
+		{"denied then allowed, bans consulted", []string{"127.0.0.2", "127.0.0.1"}, Options{Bans: noBans{}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			inner := listen(t, "tcp", "127.0.0.1:0")
 			defer inner.Close()
 			bare := acceptAllocs(t, inner, "127.0.0.1") * float64(len(tc.srcs))
-			ln := NewListener(listen(t, "tcp", "127.0.0.1:0"), a, Options{})
+			ln := NewListener(listen(t, "tcp", "127.0.0.1:0"), a, tc.opts)
 			defer ln.Close()
 			rawConns := float64(len(tc.srcs))
 			if gated := acceptAllocs(t, ln, tc.srcs...); gated > bare+rawConns {
@@ -360,6 +364,12 @@ func TestAcceptAllocs(t *testing.T) {
 		})
 	}
 }
+
+// noBans is a ban layer that bans nothing and allocates nothing, as gate/bans's Table does
+// (its own TestLookupAllocs guards that).
+type noBans struct{}
+
+func (noBans) Banned(netip.Addr) (Ban, bool) { return Ban{}, false }
 
 // acceptAllocs returns the allocations of one call of ln.Accept, with connections from srcs in
 // turn dialled beforehand. AllocsPerRun counts the whole process's allocations, and goroutines

@@ -325,7 +325,8 @@ func (l *Listener) peer(c net.Conn, refuse error, ev *Event) (*Conn, *policy) {
 func (l *Listener) decide(c net.Conn, wrapped *Conn, a *acl.ACL, opts *Options, ev *Event) *Conn {
 	if opts.Bans != nil && !ev.Peer.Unix {
 		if b, ok := opts.Bans.Banned(ev.Peer.AddrPort.Addr().Unmap()); ok {
-			ev.Ban = &b // allocates, on the ban path only
+			banned := b      // a variable of this branch: &b would put every b on the heap, banned or not
+			ev.Ban = &banned // allocates, on the ban path only
 			ev.Decision = acl.Decision{Action: acl.Deny}
 		}
 	}
