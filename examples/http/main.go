@@ -35,7 +35,7 @@ func main() {
 		log.Error("listen", "err", err)
 		os.Exit(1)
 	}
-	ln := gate.NewListener(inner, rules, gate.Options{Reset: true, Logger: log})
+	ln := gate.NewListener(inner, rules, gate.Options{OnDeny: gate.DenyReset, Logger: log})
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
