@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/peergate/peergate/internal/redact"
 	"github.com/peergate/peergate/internal/strictyaml"
 	"gopkg.in/yaml.v3"
 )
@@ -36,12 +37,14 @@ type Remote struct {
 	Line       int           // its line there
 }
 
-// Name returns the URL, with the selector when there is one: the Origin.File of its rules.
+// Name returns the URL, with the selector when there is one: the Origin.File of its rules, and
+// what logs and metrics call the source. Secrets written into the URL (a password, a key or token
+// in the query) are masked, so that they show nowhere else.
 func (r Remote) Name() string {
 	if r.Select == "" {
-		return r.URL
+		return redact.URL(r.URL)
 	}
-	return r.URL + "#" + r.Select
+	return redact.URL(r.URL) + "#" + r.Select
 }
 
 // A Resolver supplies the rules of a Remote include: fetched, cached, or the last good copy. Its

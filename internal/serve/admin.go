@@ -12,6 +12,7 @@ import (
 
 	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/internal/config"
+	"github.com/peergate/peergate/internal/redact"
 	"github.com/peergate/peergate/internal/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -158,7 +159,7 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, r *http.Request) {
 		e.Bans.NeverBan = append(e.Bans.NeverBan, p.String())
 	}
 	if c := cfg.CrowdSec; c != nil {
-		e.Bans.CrowdSec = &effectiveCrowdSec{URL: c.URL, Interval: c.Interval.String(), Report: c.Report}
+		e.Bans.CrowdSec = &effectiveCrowdSec{URL: redact.URL(c.URL), Interval: c.Interval.String(), Report: c.Report}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)

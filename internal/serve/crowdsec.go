@@ -13,6 +13,7 @@ import (
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate/bans"
 	"github.com/peergate/peergate/internal/config"
+	"github.com/peergate/peergate/internal/redact"
 )
 
 // crowdsec is peergate as a CrowdSec bouncer: it pulls the decisions of a local API (LAPI) in
@@ -76,7 +77,7 @@ func (cs *crowdsec) pull() {
 		cs.s.m.crowdsecUp.Set(0)
 		if !cs.down {
 			cs.down = true
-			cs.s.log.Error("crowdsec LAPI unreachable; keeping the bans already known", "url", cs.cfg.URL, "err", err,
+			cs.s.log.Error("crowdsec LAPI unreachable; keeping the bans already known", "url", redact.URL(cs.cfg.URL), "err", err,
 				"bans", cs.s.bans.Count()[bans.OriginCrowdSec])
 		}
 		cs.synced = false // resync when it is back
@@ -84,7 +85,7 @@ func (cs *crowdsec) pull() {
 	}
 	if cs.down {
 		cs.down = false
-		cs.s.log.Info("crowdsec LAPI reachable again; resynced", "url", cs.cfg.URL)
+		cs.s.log.Info("crowdsec LAPI reachable again; resynced", "url", redact.URL(cs.cfg.URL))
 	}
 	cs.s.m.crowdsecUp.Set(1)
 	cs.apply(st, startup)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/peergate/peergate/gate/bans"
 	"github.com/peergate/peergate/internal/config"
+	"github.com/peergate/peergate/internal/redact"
 )
 
 // reporter pushes automatic bans to the CrowdSec LAPI as alerts (crowdsec.report), logged in as
@@ -70,7 +71,7 @@ func (r *reporter) run(done <-chan struct{}) {
 		if err := r.send(pending); err != nil {
 			if !r.down {
 				r.down = true
-				r.s.log.Error("crowdsec: auto-bans not reported; will retry", "url", r.cfg.URL, "pending", len(pending), "err", err)
+				r.s.log.Error("crowdsec: auto-bans not reported; will retry", "url", redact.URL(r.cfg.URL), "pending", len(pending), "err", err)
 			}
 			if len(pending) > reportQueue {
 				pending = pending[len(pending)-reportQueue:]
@@ -79,7 +80,7 @@ func (r *reporter) run(done <-chan struct{}) {
 		}
 		if r.down {
 			r.down = false
-			r.s.log.Info("crowdsec: reporting again", "url", r.cfg.URL)
+			r.s.log.Info("crowdsec: reporting again", "url", redact.URL(r.cfg.URL))
 		}
 		r.s.log.Info("crowdsec: auto-bans reported", "count", len(pending))
 		pending = nil

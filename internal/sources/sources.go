@@ -30,6 +30,7 @@ import (
 	"unsafe"
 
 	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/internal/redact"
 	"github.com/peergate/peergate/internal/safefile"
 	"github.com/peergate/peergate/internal/strictyaml"
 	"github.com/prometheus/client_golang/prometheus"
@@ -211,7 +212,13 @@ func refresh(r acl.Remote) time.Duration {
 	return DefaultRefresh
 }
 
-func key(r acl.Remote) string { return r.Action.String() + " " + r.Name() }
+func key(r acl.Remote) string {
+	name := r.URL // not r.Name(): two URLs that differ only in a secret are two sources
+	if r.Select != "" {
+		name += "#" + r.Select
+	}
+	return r.Action.String() + " " + name
+}
 
 func (m *Manager) entry(r acl.Remote, dir string) *entry {
 	m.mu.Lock()
@@ -295,7 +302,7 @@ func (m *Manager) fetchLocked(ctx context.Context, e *entry) (bool, error) {
 	name := r.Name()
 	fail := func(reason string, err error) (bool, error) {
 		m.failures.WithLabelValues(name, reason).Inc()
-		return false, fmt.Errorf("%s: %w", r.URL, err)
+		return false, fmt.Errorf("%s: %w", redact.URL(r.URL), err)
 	}
 	timeout := m.Timeout
 	if timeout <= 0 {

@@ -326,3 +326,20 @@ func TestCopyKeptAsBody(t *testing.T) {
 		t.Errorf("origin %s", got)
 	}
 }
+
+// TestSecretsInURL: a URL's secrets are masked where the source is named (rule origins, logs,
+// metrics) but still tell sources apart, and the cache of a URL without secrets keeps its name.
+func TestSecretsInURL(t *testing.T) {
+	a := acl.Remote{URL: "https://dl.example/list?license_key=aaa", Action: acl.Deny}
+	b := acl.Remote{URL: "https://dl.example/list?license_key=bbb", Action: acl.Deny}
+	if a.Name() != "https://dl.example/list?license_key=xxxxx" || a.Name() != b.Name() {
+		t.Errorf("names %q and %q, want the key masked", a.Name(), b.Name())
+	}
+	if key(a) == key(b) {
+		t.Errorf("two URLs differing in their key share the entry %q", key(a))
+	}
+	plain := acl.Remote{URL: "https://www.spamhaus.org/drop/drop.txt", Action: acl.Deny, Select: "x"}
+	if got, want := key(plain), "deny "+plain.Name(); got != want {
+		t.Errorf("key %q, want %q (the cache file name of a URL without secrets must not change)", got, want)
+	}
+}
