@@ -16,25 +16,13 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/acl"
+	"github.com/peergate/peergate/internal/acltest"
 )
 
 // mustACL builds an ACL from "allow 127.0.0.1" style rules.
 func mustACL(t testing.TB, def acl.Action, unix acl.Action, rules ...string) *acl.ACL {
 	t.Helper()
-	spec := acl.Spec{Default: def, Unix: unix}
-	for _, r := range rules {
-		act, pfx, _ := strings.Cut(r, " ")
-		a, err := acl.ParseAction(act)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := acl.ParsePrefix(pfx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		spec.Rules = append(spec.Rules, acl.Rule{Prefix: p, Action: a, Origin: acl.Origin{File: "test", Line: len(spec.Rules) + 1}})
-	}
-	return acl.MustNew(spec)
+	return acl.MustNew(acl.Spec{Default: def, Unix: unix, Rules: acltest.RulesOf(rules...)})
 }
 
 // server runs Accept on l in the background and sends every connection it returns on the channel,
@@ -316,7 +304,7 @@ func TestDenialLogNamesRule(t *testing.T) {
 	next(t, handled)
 	mu.Lock()
 	defer mu.Unlock()
-	if l := logs.String(); !strings.Contains(l, `msg="peer denied"`) || !strings.Contains(l, "rule=127.0.0.2/32") || !strings.Contains(l, "origin=test:1") {
+	if l := logs.String(); !strings.Contains(l, `msg="peer denied"`) || !strings.Contains(l, "rule=127.0.0.2/32") || !strings.Contains(l, "origin=t:1") {
 		t.Errorf("log %q", l)
 	}
 }

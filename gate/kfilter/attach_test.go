@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate/kfilter"
+	"github.com/peergate/peergate/internal/acltest"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -67,24 +67,7 @@ func apply(t *testing.T, ln net.Listener, rules ...string) *acl.ACL {
 // mustACL builds an allow-by-default ACL from rules such as "deny 127.0.0.2".
 func mustACL(t testing.TB, rules ...string) *acl.ACL {
 	t.Helper()
-	spec := acl.Spec{Default: acl.Allow}
-	for _, r := range rules {
-		act, pfx, _ := strings.Cut(r, " ")
-		a, err := acl.ParseAction(act)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := acl.ParsePrefix(pfx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		spec.Rules = append(spec.Rules, acl.Rule{Prefix: p, Action: a})
-	}
-	a, err := acl.New(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
+	return acl.MustNew(acl.Spec{Default: acl.Allow, Rules: acltest.RulesOf(rules...)})
 }
 
 // acceptor accepts on ln until it is closed and sends the peer of each connection, which it
