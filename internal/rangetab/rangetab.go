@@ -254,6 +254,8 @@ func New4[V comparable](segs []Segment[V]) Table4[V] {
 		t.Segs[i] = Seg4[V]{uint32(s.Start.Lo), s.Val}
 	}
 	t.radix = newRadix(len(t.Segs), func(i int) uint64 { return uint64(t.Segs[i].Start) << 32 })
+	collapse(t.Segs)
+	collapse(t.radix.idx)
 	return t
 }
 
@@ -264,6 +266,8 @@ func New6[V comparable](segs []Segment[V]) Table6[V] {
 		t.Segs[i] = Seg6[V](s)
 	}
 	t.radix = newRadix(len(t.Segs), func(i int) uint64 { return t.Segs[i].Start.Hi })
+	collapse(t.Segs)
+	collapse(t.radix.idx)
 	return t
 }
 

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"sort"
 	"testing"
 )
 
@@ -186,10 +187,10 @@ func vals6(s []Seg6[int]) []int {
 }
 
 // TestFind checks the radix-narrowed search against a linear one, on tables of every small size
-// and some large ones, with starts clustered (a shared top) or spread.
+// and some large ones (huge pages asked for), with starts clustered (a shared top) or spread.
 func TestFind(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
-	for _, n := range []int{1, 2, 3, 4, 5, 17, 100, 1000, 20000} {
+	for _, n := range []int{1, 2, 3, 4, 5, 17, 100, 1000, 20000, 1 << 19} { // the last, over 4 MiB, is collapsed into huge pages
 		for _, clustered := range []bool{false, true} {
 			starts4 := []uint32{0}
 			starts6 := []U128{{}}
@@ -223,23 +224,13 @@ func TestFind(t *testing.T) {
 			}
 			t4, t6 := New4(s4), New6(s6)
 			probe4 := func(a uint32) {
-				want := 0
-				for i, s := range starts4 {
-					if s <= a {
-						want = i
-					}
-				}
+				want := sort.Search(len(starts4), func(i int) bool { return starts4[i] > a }) - 1
 				if got := t4.Find(a); got != want || t4.Lookup(a) != want {
 					t.Fatalf("n=%d clustered=%v: Find4(%#x) = %d, want %d", n, clustered, a, got, want)
 				}
 			}
 			probe6 := func(a U128) {
-				want := 0
-				for i, s := range starts6 {
-					if !a.Less(s) {
-						want = i
-					}
-				}
+				want := sort.Search(len(starts6), func(i int) bool { return a.Less(starts6[i]) }) - 1
 				if got := t6.Find(a); got != want || t6.Lookup(a) != want {
 					t.Fatalf("n=%d clustered=%v: Find6(%v) = %d, want %d", n, clustered, a, got, want)
 				}

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package rangetab
+
+// collapse does nothing here: huge pages are asked for on Linux only.
+func collapse[T any](s []T) {}
