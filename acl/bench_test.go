@@ -27,7 +27,8 @@ var shapes = []string{"v4", "nested", "v6", "mixed"}
 
 var benchShape = map[string]acltest.Shape{"v4": acltest.Block4, "nested": acltest.Nested, "v6": acltest.Block6, "mixed": acltest.BlockMixed}
 
-func genRules(shape string, n int, seed uint64) []acl.Rule {
+// benchRules returns the n rules of the named benchmark shape for seed.
+func benchRules(shape string, n int, seed uint64) []acl.Rule {
 	return acltest.Seeded(benchShape[shape], n, seed)
 }
 
@@ -45,7 +46,7 @@ func benchACL(b *testing.B, shape string, n int) (*acl.ACL, []netip.Addr) {
 	cacheMu.Lock()
 	defer cacheMu.Unlock()
 	key := fmt.Sprint(shape, n)
-	rules := genRules(shape, n, 1)
+	rules := benchRules(shape, n, 1)
 	if cache[key] == nil {
 		cache[key] = acl.MustNew(acl.Spec{Default: acl.Allow, Rules: rules})
 	}
@@ -77,7 +78,7 @@ func BenchmarkDecide1M(b *testing.B)   { benchDecide(b, 1_000_000) }
 // BenchmarkCidranger1M is the alternative that was measured and rejected for the hot path:
 // cidranger's Contains on the same 1 M IPv4 blocklist (the allow/deny answer only, no rule).
 func BenchmarkCidranger1M(b *testing.B) {
-	rules := genRules("v4", 1_000_000, 1)
+	rules := benchRules("v4", 1_000_000, 1)
 	addrs := probes(rules)
 	before := heapInUse()
 	rg := cidranger.NewPCTrieRanger()
@@ -112,7 +113,7 @@ func heapInUse() uint64 {
 func BenchmarkBuild1M(b *testing.B) {
 	for _, shape := range shapes {
 		b.Run(shape, func(b *testing.B) {
-			rules := genRules(shape, 1_000_000, 2)
+			rules := benchRules(shape, 1_000_000, 2)
 			var a *acl.ACL
 			var heap float64
 			for b.Loop() {
@@ -139,7 +140,7 @@ func BenchmarkLoadList1M(b *testing.B) {
 		b.Fatal(err)
 	}
 	w := bufio.NewWriter(f)
-	for i, r := range genRules("v4", 1_000_000, 3) {
+	for i, r := range benchRules("v4", 1_000_000, 3) {
 		fmt.Fprintf(w, "%s ; SBL%d\n", r.Prefix, i)
 	}
 	if err := w.Flush(); err != nil {
@@ -166,7 +167,7 @@ func BenchmarkLoadList1M(b *testing.B) {
 // times building one such acl.ACL, for scale.
 func BenchmarkDiff1M(b *testing.B) {
 	for _, shape := range []string{"v4", "mixed"} {
-		old := genRules(shape, 1_000_000, 2)
+		old := benchRules(shape, 1_000_000, 2)
 		a := acl.MustNew(acl.Spec{Default: acl.Allow, Rules: old})
 		edit := slices.Clone(old)
 		for i := 0; i < len(edit); i += 100 {
@@ -174,7 +175,7 @@ func BenchmarkDiff1M(b *testing.B) {
 		}
 		for name, nb := range map[string]*acl.ACL{
 			"edit":      acl.MustNew(acl.Spec{Default: acl.Allow, Rules: edit}),
-			"unrelated": acl.MustNew(acl.Spec{Default: acl.Allow, Rules: genRules(shape, 1_000_000, 3)}),
+			"unrelated": acl.MustNew(acl.Spec{Default: acl.Allow, Rules: benchRules(shape, 1_000_000, 3)}),
 		} {
 			b.Run(shape+"/"+name, func(b *testing.B) {
 				runtime.GC()
