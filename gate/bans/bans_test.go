@@ -424,3 +424,37 @@ func TestReplaceOrigin(t *testing.T) {
 		t.Errorf("replace with nothing: Len %d", tb.Len())
 	}
 }
+
+// TestExpiryInSecond: a segment holds its ban's expiry in whole seconds; within the second the
+// ban expires in, the lookup goes by the nanosecond.
+func TestExpiryInSecond(t *testing.T) {
+	c := newClock()
+	base := time.Unix(2_000_000_000, 0)
+	c.ns.Store(base.UnixNano())
+	tb := New(Config{Now: c.now})
+	exp := base.Add(1500 * time.Millisecond)
+	for _, b := range []Ban{
+		{Prefix: pfx("192.0.2.1/32"), Origin: "api", Expires: exp},
+		{Prefix: pfx("2001:db8::/64"), Origin: "api", Expires: exp},
+		{Prefix: pfx("192.0.2.2/32"), Origin: "api", Expires: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)}, // past 2106
+	} {
+		if _, err := tb.Add(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		at   time.Duration
+		want bool
+	}{{999 * time.Millisecond, true}, {1499 * time.Millisecond, true}, {1500 * time.Millisecond, false}, {1999 * time.Millisecond, false}, {3 * time.Second, false}} {
+		c.ns.Store(base.Add(tc.at).UnixNano())
+		tick(tb, c)
+		for _, a := range []string{"192.0.2.1", "2001:db8::1"} {
+			if _, ok := tb.Lookup(addr(a)); ok != tc.want {
+				t.Errorf("%s at +%v: banned %v, want %v", a, tc.at, ok, tc.want)
+			}
+		}
+		if _, ok := tb.Lookup(addr("192.0.2.2")); !ok {
+			t.Errorf("ban to 2200 lost at +%v", tc.at)
+		}
+	}
+}

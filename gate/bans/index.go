@@ -2,6 +2,7 @@ package bans
 
 import (
 	"encoding/binary"
+	"math"
 	"net/netip"
 
 	"github.com/peergate/peergate/internal/rangetab"
@@ -16,16 +17,21 @@ import (
 type u128 = rangetab.U128
 
 // hit is what a segment holds: the ban that decides it (its index in the snapshot's entries + 1;
-// 0: no ban) and that ban's expiry (Unix nanoseconds, 0: never), split in halves so that an IPv4
-// segment packs into 16 bytes. A lookup learns whether the ban still applies from the cache line
-// in which it found it, and reads the entry only to report the ban.
-type hit struct{ idx, expLo, expHi uint32 }
+// 0: no ban) and that ban's expiry in whole seconds (Unix, rounded down; 0: never; maxExp: at
+// or after 2106), so that an IPv4 segment packs into 12 bytes and a lookup learns whether the
+// ban still applies from the cache line in which it found it. Only in the second a ban expires
+// does the lookup read its entry for the exact time.
+type hit struct{ idx, exp uint32 }
+
+const maxExp = math.MaxUint32
 
 func newHit(i int, expires int64) hit {
-	return hit{uint32(i + 1), uint32(expires), uint32(uint64(expires) >> 32)}
+	h := hit{idx: uint32(i + 1)}
+	if expires != 0 {
+		h.exp = uint32(min(max(expires/1e9, 1), maxExp))
+	}
+	return h
 }
-
-func (h hit) expires() int64 { return int64(uint64(h.expHi)<<32 | uint64(h.expLo)) }
 
 // outlasts reports whether a ban expiring at a expires no earlier than one expiring at b (0:
 // never; no expiry outlasts everything).
@@ -51,7 +57,7 @@ func compile(es []entry) (rangetab.Table4[hit], rangetab.Table6[hit]) {
 	return rangetab.Build(n4, len(es), hit{},
 		func(i int) (first, last u128) { return es[i].span() },
 		func(i int, outer hit, nested bool) hit {
-			if nested && outlasts(outer.expires(), es[i].expires) {
+			if nested && outlasts(es[outer.idx-1].expires, es[i].expires) {
 				return outer
 			}
 			return newHit(i, es[i].expires)
@@ -75,8 +81,15 @@ func (s *snapshot) find(addr netip.Addr, now int64) (int, bool) {
 	if h.idx == 0 {
 		return 0, false
 	}
-	if exp := h.expires(); exp != 0 && exp <= now {
-		return 0, false
+	if h.exp != 0 {
+		switch sec := now / 1e9; {
+		case int64(h.exp) < sec: // expired in an earlier second
+			return 0, false
+		case int64(h.exp) == sec || h.exp == maxExp: // the second it expires in: to the nanosecond
+			if e := &s.entries[h.idx-1]; e.expires <= now {
+				return 0, false
+			}
+		}
 	}
 	return int(h.idx - 1), true
 }
