@@ -12,8 +12,9 @@
 //	go func() { for range time.Tick(time.Second) { t.Expire(time.Now()) } }()
 //
 // Reads are lock-free: the table is an immutable snapshot behind an atomic pointer, so a lookup
-// is one atomic load (and, with no bans, nothing more) followed by a binary search over a
-// compiled range table like package acl's; it never allocates. Writers serialise on a mutex and
+// is one atomic load (and, with no bans, nothing more) followed by a binary search over the
+// compiled range table package acl uses too (internal/rangetab), whose segments hold the deciding
+// ban's expiry, so that Match answers from one table; it never allocates. Writers serialise on a mutex and
 // publish a new snapshot, at a cost linear in the number of bans: add many at once with AddBatch.
 //
 // Semantics:
