@@ -600,8 +600,6 @@ func prefixes(path string, v *yaml.Node, errs *strictyaml.Errors) []netip.Prefix
 }
 
 // count reads a whole number ≥ 0.
-// geteuid is os.Geteuid; tests replace it.
-var geteuid = os.Geteuid
 
 // boolean reads true or false.
 func boolean(path string, v *yaml.Node, errs *strictyaml.Errors, key string) bool {

@@ -474,25 +474,22 @@ services:
 }
 
 // TestUserGroup: user and group resolve names at load and take numbers; user alone takes the
-// user's primary group; a numeric user with no entry needs group; peergate must run as root.
+// user's primary group; a numeric user with no entry needs group. Any user loads such a file (check
+// and lint run as the operator); serving it needs root (CheckPrivileges).
 func TestUserGroup(t *testing.T) {
 	const svc = "acls:\n  a: {default: deny}\nservices:\n  - name: s\n    listen: [\"127.0.0.1:1\"]\n    acl: a\n    exec: [/bin/true]\n"
 	for _, tc := range []struct {
 		name, keys string
-		euid       int
 		uid, gid   int
 		err        string
 	}{
-		{"names", "    user: nobody\n    group: nogroup\n", 0, 65534, 65534, ""},
-		{"user alone", "    user: nobody\n", 0, 65534, 65534, ""},
-		{"numbers", "    user: \"4321\"\n    group: \"1234\"\n", 0, 4321, 1234, ""},
-		{"group alone", "    group: \"1234\"\n", 0, -1, 1234, ""},
-		{"numeric user with no entry", "    user: \"4321\"\n", 0, 0, 0, "set group too"},
-		{"not root", "    user: nobody\n", 1000, 0, 0, "need peergate to run as root (it runs as uid 1000)"},
+		{"names", "    user: nobody\n    group: nogroup\n", 65534, 65534, ""},
+		{"user alone", "    user: nobody\n", 65534, 65534, ""},
+		{"numbers", "    user: \"4321\"\n    group: \"1234\"\n", 4321, 1234, ""},
+		{"group alone", "    group: \"1234\"\n", -1, 1234, ""},
+		{"numeric user with no entry", "    user: \"4321\"\n", 0, 0, "set group too"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			defer func(f func() int) { geteuid = f }(geteuid)
-			geteuid = func() int { return tc.euid }
 			if _, err := user.Lookup("nobody"); err != nil {
 				t.Skipf("no user nobody here: %v", err)
 			}
@@ -513,6 +510,15 @@ func TestUserGroup(t *testing.T) {
 			}
 			if s := f.Services[0]; s.UID != tc.uid || s.GID != tc.gid {
 				t.Errorf("uid %d gid %d, want %d %d", s.UID, s.GID, tc.uid, tc.gid)
+			}
+			if err := f.CheckPrivileges(0); err != nil {
+				t.Errorf("CheckPrivileges(0): %v", err)
+			}
+			err = f.CheckPrivileges(1000)
+			var pe *acl.PosError
+			if !errors.As(err, &pe) || pe.Line != 8 || pe.File != path || !errors.Is(err, ErrConfig) ||
+				!strings.Contains(err.Error(), "need peergate to run as root (it runs as uid 1000)") {
+				t.Errorf("CheckPrivileges(1000): %v; want an error at %s:8 saying it needs root", err, path)
 			}
 		})
 	}

@@ -375,20 +375,15 @@ func (p *serviceParse) checkLimits() {
 	}
 }
 
-// checkUser checks user and group, and takes the group from the user when only it is set. It
-// checks burst too, whose error came after theirs.
+// checkUser checks user and group, and takes the group from the user when only it is set (that
+// they need root is checked when the file is served: see File.CheckPrivileges). It checks burst
+// too, whose error came after theirs.
 func (p *serviceParse) checkUser() {
 	s := p.s
 	if s.UserLine != 0 {
-		who := s.User
-		if who == "" {
-			who = s.Group
-		}
-		switch {
-		case len(s.Exec) == 0:
+		who := userOf(s)
+		if len(s.Exec) == 0 {
 			p.at(s.UserLine, who, "user and group need exec (spawn mode): they set who the handler runs as")
-		case geteuid() != 0:
-			p.at(s.UserLine, who, "user and group need peergate to run as root (it runs as uid %d)", geteuid())
 		}
 		if s.GID < 0 && s.UID >= 0 && s.Group == "" { // user alone: the user's primary group
 			if s.GID = primaryGroup(s.User); s.GID < 0 {
@@ -421,4 +416,29 @@ func (p *serviceParse) checkRequired() {
 func (s *Service) Limits() limit.Config {
 	return limit.Config{PerSource: s.PerSource, Rate: s.Rate, Burst: s.Burst,
 		IPv4Prefix: s.SourcePrefix4, IPv6Prefix: s.SourcePrefix6, MaxSources: s.MaxSources}
+}
+
+// userOf names who a service's user and group keys set: the user, or the group alone.
+func userOf(s *Service) string {
+	if s.User != "" {
+		return s.User
+	}
+	return s.Group
+}
+
+// CheckPrivileges reports the first service of f whose user or group keys a process running as
+// euid cannot honour: switching a handler to another user needs root. It is serve's check, made
+// before it applies a file: check, lint and diff load such a file as any user.
+func (f *File) CheckPrivileges(euid int) error {
+	if euid == 0 {
+		return nil
+	}
+	for _, s := range f.Services {
+		if s.UserLine != 0 {
+			var errs strictyaml.Errors
+			errs.At(f.Path, s.UserLine, userOf(s), fmt.Errorf("%w: user and group need peergate to run as root (it runs as uid %d)", ErrConfig, euid))
+			return errs.Err()
+		}
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -31,15 +32,9 @@ func guardOf(cfg *config.File) []netip.Prefix {
 	return g
 }
 
-// unbuilt reports the ban keys of cfg that this build does not act on yet: a config that asks for
-// them is refused rather than run without them.
-func unbuilt(cfg *config.File) error {
-	var keys []string
-	if len(keys) > 0 {
-		return fmt.Errorf("%s: %w: %s not supported by this build yet", cfg.Path, config.ErrConfig, strings.Join(keys, ", "))
-	}
-	return nil
-}
+// servable checks what serving cfg needs beyond what loading it checks: the privileges its user
+// and group keys need.
+func servable(cfg *config.File) error { return cfg.CheckPrivileges(os.Geteuid()) }
 
 // applyBans applies a (re)loaded config to the ban table: its guard and its size.
 func (s *Server) applyBans(cfg *config.File) {

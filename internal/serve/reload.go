@@ -51,7 +51,7 @@ func (s *Server) reload(ctx context.Context, force bool, keep netip.Addr) error 
 		err = fmt.Errorf("%s: %w: no services to serve", s.path, config.ErrConfig)
 	}
 	if err == nil {
-		err = unbuilt(cfg)
+		err = servable(cfg)
 	}
 	if err == nil && !force {
 		err = checkGuards(cfg)

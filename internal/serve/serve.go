@@ -95,7 +95,7 @@ func New(path string, log *slog.Logger) (*Server, error) {
 	if len(cfg.Services) == 0 {
 		return nil, fmt.Errorf("%s: %w: no services to serve", path, config.ErrConfig)
 	}
-	if err := unbuilt(cfg); err != nil {
+	if err := servable(cfg); err != nil {
 		return nil, err
 	}
 	s := &Server{path: path, log: log, ports: map[string]*port{}, sems: map[string]chan struct{}{}, lims: map[string]*limit.Limiter{}, logLims: map[string]*logLimit{},
