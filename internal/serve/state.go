@@ -266,14 +266,7 @@ func writeState(file string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := safefile.WriteSynced(f, data); err != nil {
 		os.Remove(tmp)
 		return err
 	}

@@ -598,14 +598,7 @@ func writeTemp(path string, data []byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := safefile.WriteSynced(f, data); err != nil {
 		os.Remove(f.Name())
 		return "", err
 	}
