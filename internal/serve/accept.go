@@ -80,7 +80,7 @@ func (s *Server) accept(p *port) {
 		c, tag, err := p.ln.AcceptTag()
 		svc, _ := tag.(*service)
 		if err == nil && svc != pre {
-			svc = s.swapSlot(c, pre, svc, p.done)
+			svc = s.swapSlot(c, pre, svc, p.done, p.svc.Load)
 			if svc == nil {
 				continue
 			}
@@ -118,7 +118,14 @@ func (s *Server) accept(p *port) {
 // swapSlot moves the max_conns slot that the accept loop took for pre to svc, the service whose
 // policy admitted c, and returns svc. It returns nil after closing c when there is no such
 // service (fail closed) or the port closed while it waited for a slot.
-func (s *Server) swapSlot(c net.Conn, pre, svc *service, done <-chan struct{}) *service {
+//
+// Waiting for a slot of svc's cap can take as long as a connection lasts, and what changed
+// meanwhile must apply to c as it would have in the backlog: when it had to wait, c is closed
+// (and nil returned) once it has the slot if the port's service is no longer svc (another
+// reload: the client connects again and is judged by the policy of now) or a ban now covers its
+// peer. now returns the port's service of now. (Not without a wait: a reload sets the gate's
+// policy a moment before the port's service, and a connection judged in between is current.)
+func (s *Server) swapSlot(c net.Conn, pre, svc *service, done <-chan struct{}, now func() *service) *service {
 	if svc == nil {
 		s.log.Error("connection admitted by no service; closed", "peer", c.RemoteAddr().String())
 		c.Close()
@@ -129,15 +136,49 @@ func (s *Server) swapSlot(c net.Conn, pre, svc *service, done <-chan struct{}) *
 		return svc
 	}
 	pre.release()
-	if svc.sem != nil {
-		select {
-		case svc.sem <- struct{}{}:
-		case <-done:
-			c.Close()
-			return nil
-		}
+	if svc.sem == nil {
+		return svc
+	}
+	select {
+	case svc.sem <- struct{}{}:
+		return svc // a slot at once: c was judged just now
+	default:
+	}
+	if slotWaitHook != nil {
+		slotWaitHook()
+	}
+	select {
+	case svc.sem <- struct{}{}:
+	case <-done:
+		c.Close()
+		return nil
+	}
+	if why := s.staleAfterSwap(c, svc, now); why != "" {
+		s.log.Info("connection closed after it waited for a max_conns slot", "peer", c.RemoteAddr().String(), "why", why)
+		svc.release()
+		c.Close()
+		return nil
 	}
 	return svc
+}
+
+// slotWaitHook, set by tests, is called when swapSlot is about to wait for a slot.
+var slotWaitHook func()
+
+// staleAfterSwap says why c, admitted by svc, may no longer be handed on: "reloaded" when the
+// port's service of now is another, "banned" when a ban covers its peer; "" when neither.
+func (s *Server) staleAfterSwap(c net.Conn, svc *service, now func() *service) string {
+	if now() != svc {
+		return "reloaded"
+	}
+	if s.bans != nil {
+		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			if _, banned := s.bans.Banned(a.AddrPort().Addr().Unmap()); banned {
+				return "banned"
+			}
+		}
+	}
+	return ""
 }
 
 func (svc *service) release() {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -188,7 +189,7 @@ func TestSwapSlot(t *testing.T) {
 		if tc.done {
 			close(done)
 		}
-		got := s.swapSlot(near, pre, svc, done)
+		got := s.swapSlot(near, pre, svc, done, func() *service { return svc })
 		if (got != nil) != tc.want || got != nil && got != svc {
 			t.Errorf("%s: got %v, want a service %v", tc.name, got, tc.want)
 		}
@@ -207,6 +208,60 @@ func TestSwapSlot(t *testing.T) {
 		if alive != tc.connAlive {
 			t.Errorf("%s: connection alive %v (%v), want %v", tc.name, alive, err, tc.connAlive)
 		}
+	}
+}
+
+// TestSwapSlotAfterWait: a connection that had to wait for a slot of its service's new cap is
+// closed once it gets one if another reload came meanwhile (the port's service is another) or a
+// ban now covers its peer; the slot it took is given back. One that waited while neither happened
+// is handed on.
+func TestSwapSlotAfterWait(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		reloaded  bool
+		banned    bool
+		connAlive bool
+	}{
+		{name: "nothing changed", connAlive: true},
+		{name: "reloaded meanwhile", reloaded: true},
+		{name: "banned meanwhile", banned: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Server{log: slog.New(slog.NewTextHandler(io.Discard, nil)), bans: bans.New(bans.Config{})}
+			near, _ := tcpPair(t)
+			pre := &service{sem: make(chan struct{}, 1)}
+			pre.sem <- struct{}{} // the accept loop's slot
+			svc := &service{sem: make(chan struct{}, 1)}
+			svc.sem <- struct{}{} // the new cap is full: swapSlot must wait
+			var cur atomic.Pointer[service]
+			cur.Store(svc)
+			waiting := make(chan struct{})
+			slotWaitHook = func() { close(waiting) }
+			defer func() { slotWaitHook = nil }()
+			got := make(chan *service)
+			go func() { got <- s.swapSlot(near, pre, svc, make(chan struct{}), cur.Load) }()
+			<-waiting
+			if tc.reloaded {
+				cur.Store(&service{})
+			}
+			if tc.banned {
+				if _, err := s.bans.Add(bans.Ban{Prefix: netip.MustParsePrefix("127.0.0.1/32"), Origin: "api"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			<-svc.sem // the connection that held the slot ends
+			r := <-got
+			if (r != nil) != tc.connAlive {
+				t.Errorf("got %v, want a service: %v", r, tc.connAlive)
+			}
+			if want := map[bool]int{true: 1, false: 0}[tc.connAlive]; len(svc.sem) != want || len(pre.sem) != 0 {
+				t.Errorf("slots taken: new cap %d (want %d), old cap %d (want 0)", len(svc.sem), want, len(pre.sem))
+			}
+			_, err := near.Write([]byte("x"))
+			if alive := err == nil; alive != tc.connAlive {
+				t.Errorf("connection alive %v (%v), want %v", alive, err, tc.connAlive)
+			}
+		})
 	}
 }
 
