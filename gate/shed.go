@@ -8,9 +8,8 @@ import (
 
 // The shed path. A peer the gate denies costs a userspace gate most when the gate first makes a
 // net.Conn of it: the runtime registers the socket with its poller, asks for its local address,
-// sets TCP_NODELAY, and unregisters it again at the close. Under a flood of denied connects that
-// work is most of the CPU spent per attempt, and allowed clients wait behind it in the same
-// accept queue. So while most recent connections on a TCP listener were denied, the plain
+// sets TCP_NODELAY, and unregisters it again at the close: more than half of the gate's own CPU
+// per denied peer (BenchmarkShed), while allowed clients wait behind it in the same accept queue. So while most recent connections on a TCP listener were denied, the plain
 // accept path (no PROXY protocol) takes connections with accept4(2) itself, reads the peer with
 // getpeername(2), and closes a denied peer's socket at once: three system calls where a
 // net.Conn took seven. A peer that is allowed (or that the policy would hand on in dry-run mode)
@@ -19,7 +18,8 @@ import (
 //
 // The score moves up by shedUp for each connection denied and down by shedDown for each handed
 // on, within [0, shedMax]: at or above shedOn, that is once more than shedDown/(shedUp+shedDown)
-// of recent connections were denied, the listener sheds.
+// of recent connections were denied, the listener sheds. The score is a heuristic: accept loops
+// that judge at once may lose each other's steps, which only moves the switch a little.
 const (
 	shedUp   = 1
 	shedDown = 2
