@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -114,21 +115,28 @@ func TestShedDryRunAndBans(t *testing.T) {
 	bans := new(banOne)
 	banned := netip.MustParseAddr("127.0.0.3")
 	bans.addr.Store(&banned)
-	g.SetPolicy(a, Options{Bans: bans})
-	g.shed.score.Store(shedMax)
-	got := make(chan net.Conn, 1)
-	go func() {
-		if s, err := g.Accept(); err == nil {
-			got <- s
+	var stand atomic.Int32 // ban denials reported with the shed path's stand-in Conn
+	g.SetPolicy(a, Options{Bans: bans, OnDecision: func(ev Event) {
+		if _, ok := ev.Conn.(*shedConn); ok && ev.Ban != nil {
+			stand.Add(1)
 		}
-	}()
+	}})
+	g.shed.score.Store(shedMax)
+	// Both queue before Accept runs, so that the shed path finds them waiting.
 	b := dialFrom(t, "127.0.0.3", inner.Addr().String())
-	readAll(b) // returns once the gate closed it
-	b.Close()
+	defer b.Close()
 	c = dialFrom(t, "127.0.0.1", inner.Addr().String())
 	defer c.Close()
-	next(t, got).Close()
-	if st := g.Stats(); st.Banned != 1 || st.Allowed != 1 {
+	s, err = g.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := readAll(b); err != nil {
+		t.Errorf("banned peer: read %v, want EOF", err)
+	}
+	if st := g.Stats(); st.Banned != 1 || st.Allowed != 1 || stand.Load() != 1 {
+		t.Errorf("bans on the shed path: stats %+v, stand-in ban events %d; want 1 banned (on the shed path), 1 allowed", st, stand.Load())
 		t.Errorf("bans on the shed path: stats %+v, want 1 banned, 1 allowed", st)
 	}
 }
