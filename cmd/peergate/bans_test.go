@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/peergate/peergate/internal/kerneltest"
 )
 
 const bansConfig = `
@@ -203,7 +205,7 @@ func TestServeBansKernelFilter(t *testing.T) {
 		t.Fatalf("POST: %d %s", code, body)
 	}
 	deadline := time.Now().Add(2 * time.Second)
-	for !dropped(t, "127.0.0.2", addr) {
+	for !kerneltest.Dropped("127.0.0.2", addr) {
 		if time.Now().After(deadline) {
 			t.Fatal("banned 127.0.0.2 still completes the handshake: the ban is not in the kernel filter")
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,9 +11,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/peergate/peergate/gate/kfilter"
+	"github.com/peergate/peergate/internal/kerneltest"
 )
 
 const filterConfig = `
@@ -29,20 +28,6 @@ services:
 admin:
   listen: 127.0.0.1:0
 `
-
-// dropped reports whether a connect from src to addr gets no answer at all within a short time,
-// as when the kernel drops the SYN (a denial in userspace completes the handshake first).
-func dropped(t *testing.T, src, addr string) bool {
-	t.Helper()
-	d := net.Dialer{Timeout: 300 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	c, err := d.Dial("tcp", addr)
-	if err == nil {
-		c.Close()
-		return false
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
 
 func TestServeKernelFilter(t *testing.T) {
 	up, upCount := echoUpstream(t)
@@ -69,7 +54,7 @@ func TestServeKernelFilter(t *testing.T) {
 		{"127.0.0.2", net.JoinHostPort("127.0.0.1", dualPort)}, // ::ffff:127.0.0.2 on the dual-stack socket
 		{"127.0.0.9", net.JoinHostPort("127.0.0.1", dualPort)}, // denied as ::ffff:127.0.0.9
 	} {
-		if !dropped(t, c.src, c.addr) {
+		if !kerneltest.Dropped(c.src, c.addr) {
 			t.Errorf("%s to %s: the handshake completed; the kernel filter should drop its SYN", c.src, c.addr)
 		}
 	}

@@ -14,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate/kfilter"
-	"golang.org/x/sys/unix"
+	"github.com/peergate/peergate/internal/kerneltest"
 )
 
 // attachEBPF loads a into a new eBPF filter and attaches it to ln, skipping the test where eBPF is
@@ -149,25 +151,6 @@ func TestEBPFSharedBySockets(t *testing.T) {
 	expectAccepted(t, ln6, ch6, "127.0.0.3", "127.0.0.2", "127.0.0.1")
 }
 
-// synFrom opens a non-blocking socket bound to src and starts a connect to dst, which sends one
-// SYN; the caller closes the returned descriptor.
-func synFrom(src netip.Addr, dst netip.AddrPort) (int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: src.As4()}); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	err = unix.Connect(fd, &unix.SockaddrInet4{Addr: dst.Addr().As4(), Port: int(dst.Port())})
-	if err != nil && err != unix.EINPROGRESS {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
-
 // TestEBPFReloadUnderFlood: denied SYNs sent throughout 100 reloads between ACLs that deny
 // 127.0.0.2 in different ways (by a /32 in an allow-by-default ACL, by the default with 127.0.0.1
 // and .3 allowed, by a /31 with .3 allowed, by a ban) never reach Accept, and allowed clients
@@ -217,7 +200,7 @@ func TestEBPFReloadUnderFlood(t *testing.T) {
 				return
 			default:
 			}
-			fd, err := synFrom(denied, dst)
+			fd, err := kerneltest.SynFrom(denied, dst)
 			if err != nil {
 				t.Error(err)
 				return

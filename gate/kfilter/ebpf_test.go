@@ -8,19 +8,17 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/internal/acltest"
-	"golang.org/x/sys/unix"
+	"github.com/peergate/peergate/internal/kerneltest"
 )
 
 var (
@@ -427,8 +425,8 @@ func BenchmarkEBPFLoad1M(b *testing.B) {
 	var slab int64
 	for range b.N {
 		runtime.GC()
-		slab0 := slabKB()
-		t0, c0 := time.Now(), cpuTime()
+		slab0 := kerneltest.SlabKB()
+		t0, c0 := time.Now(), kerneltest.CPUTime()
 		f, err := NewEBPF()
 		if err != nil {
 			b.Fatal(err)
@@ -440,14 +438,14 @@ func BenchmarkEBPFLoad1M(b *testing.B) {
 			b.Fatal(err)
 		}
 		build += time.Since(t0)
-		buildCPU += cpuTime() - c0
-		slab += slabKB() - slab0
-		t0, c0 = time.Now(), cpuTime()
+		buildCPU += kerneltest.CPUTime() - c0
+		slab += kerneltest.SlabKB() - slab0
+		t0, c0 = time.Now(), kerneltest.CPUTime()
 		if err := f.Load(a2); err != nil {
 			b.Fatal(err)
 		}
 		reload += time.Since(t0)
-		reloadCPU += cpuTime() - c0
+		reloadCPU += kerneltest.CPUTime() - c0
 		st, _ := f.Stats()
 		bytes = st.MapBytes
 		if st.ACL4 != n+1 {
@@ -461,26 +459,6 @@ func BenchmarkEBPFLoad1M(b *testing.B) {
 	b.ReportMetric(float64(reloadCPU.Milliseconds())/float64(b.N), "reload-cpu-ms")
 	b.ReportMetric(float64(bytes)/1e6, "memlock-MB")
 	b.ReportMetric(float64(slab)/1e3/float64(b.N), "slab-MB")
-}
-
-// cpuTime returns the CPU time (user and system) the process has used.
-func cpuTime() time.Duration {
-	var ru unix.Rusage
-	unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// slabKB returns the kernel's unreclaimable slab memory (SUnreclaim in /proc/meminfo), in KiB:
-// where LPM-trie nodes live. Machine-wide, so other processes move it too.
-func slabKB() int64 {
-	b, _ := os.ReadFile("/proc/meminfo")
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "SUnreclaim:"); ok {
-			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			return n
-		}
-	}
-	return 0
 }
 
 // BenchmarkEBPFProgram runs the filter program in the kernel (BPF_PROG_TEST_RUN, repeated) on a

@@ -10,20 +10,19 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
 
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/gate/kfilter"
 	"github.com/peergate/peergate/internal/config"
-	"github.com/prometheus/client_golang/prometheus/testutil"
-	"golang.org/x/sys/unix"
+	"github.com/peergate/peergate/internal/kerneltest"
 )
 
 // TestKernelFilterGateStaysAuthority: a connection whose SYN the eBPF filter let in, under an ACL
@@ -97,20 +96,6 @@ func TestKernelFilterGateStaysAuthority(t *testing.T) {
 	if v4, _, _ := gl.sf.f.Dropped(); v4 == 0 {
 		t.Error("no drop counted")
 	}
-}
-
-// synDropped reports whether a connect from src to addr gets no answer within a short time, as
-// when the kernel filter drops the SYN (a denial by the gate completes the handshake first).
-func synDropped(t *testing.T, src, addr string) bool {
-	t.Helper()
-	d := net.Dialer{Timeout: 300 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	c, err := d.Dial("tcp", addr)
-	if err == nil {
-		c.Close()
-		return false
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // sharedOf returns the eBPF filter each listener of service name has (nil: none), by address.
@@ -205,7 +190,7 @@ func TestKernelFilterSharedByListeners(t *testing.T) {
 		t.Fatalf("%d listeners on the filter, %d filters; want 2 and 1", users, filters)
 	}
 	for _, a := range addrs {
-		if !synDropped(t, "127.0.0.2", a) {
+		if !kerneltest.Dropped("127.0.0.2", a) {
 			t.Errorf("127.0.0.2 to %s: the handshake completed; the shared filter should drop its SYN", a)
 		}
 		if !admits(t, "127.0.0.1", a) {
@@ -239,7 +224,7 @@ func TestKernelFilterSharedByListeners(t *testing.T) {
 		t.Fatal("the reload replaced the shared filter instead of updating its maps")
 	}
 	for _, a := range addrs {
-		if !synDropped(t, "127.0.0.3", a) {
+		if !kerneltest.Dropped("127.0.0.3", a) {
 			t.Errorf("127.0.0.3 to %s after the reload: the handshake completed", a)
 		}
 		if !admits(t, "127.0.0.2", a) {
@@ -261,7 +246,7 @@ func TestKernelFilterSharedByListeners(t *testing.T) {
 	if users != 1 || dead {
 		t.Fatalf("after closing one listener: %d on the filter, freed %v; want 1, false", users, dead)
 	}
-	if !synDropped(t, "127.0.0.3", addrs[0]) {
+	if !kerneltest.Dropped("127.0.0.3", addrs[0]) {
 		t.Errorf("127.0.0.3 to %s after the other listener closed: the handshake completed", addrs[0])
 	}
 	if c, err := dialFrom("127.0.0.1", addrs[1]); err == nil {
@@ -280,7 +265,7 @@ func TestKernelFilterSharedByListeners(t *testing.T) {
 	if filters != 0 || !dead {
 		t.Errorf("with kernel_filter off: %d filters held, the service's freed %v; want 0, true", filters, dead)
 	}
-	if synDropped(t, "127.0.0.3", addrs[0]) || admits(t, "127.0.0.3", addrs[0]) {
+	if kerneltest.Dropped("127.0.0.3", addrs[0]) || admits(t, "127.0.0.3", addrs[0]) {
 		t.Error("with kernel_filter off, 127.0.0.3 is not refused by the gate")
 	}
 	if n := kernelDroppedOf(t, s, "p", "ipv4"); n != 5 {
@@ -322,11 +307,11 @@ func TestKernelFilterAbandonedReloadUndone(t *testing.T) {
 	b, _ := open(old)
 	defer b.Close()
 	c, _ := open(svc("127.0.0.3/32")) // the new listener of the abandoned reload
-	if !synDropped(t, "127.0.0.3", addrA) {
+	if !kerneltest.Dropped("127.0.0.3", addrA) {
 		t.Fatal("the new listener's ACL is not in the shared maps")
 	}
 	c.Close()
-	if synDropped(t, "127.0.0.3", addrA) || !synDropped(t, "127.0.0.2", addrA) {
+	if kerneltest.Dropped("127.0.0.3", addrA) || !kerneltest.Dropped("127.0.0.2", addrA) {
 		t.Error("closing the abandoned listener did not bring the maps back to the running ACL")
 	}
 	b.Close()
@@ -378,7 +363,7 @@ func BenchmarkKernelFilterTwoListeners(b *testing.B) {
 			if shared {
 				kf = &kernelFilters{}
 			}
-			slab0, cpu0 := slabKB(), cpuTime()
+			slab0, cpu0 := kerneltest.SlabKB(), kerneltest.CPUTime()
 			var two []*gateListener
 			for range 2 {
 				var lc net.ListenConfig
@@ -394,8 +379,8 @@ func BenchmarkKernelFilterTwoListeners(b *testing.B) {
 				gs = append(gs, g)
 				two = append(two, g.(*gateListener))
 			}
-			got[i].cpu += cpuTime() - cpu0
-			got[i].slab += slabKB() - slab0
+			got[i].cpu += kerneltest.CPUTime() - cpu0
+			got[i].slab += kerneltest.SlabKB() - slab0
 			got[i].memlock = 0
 			for j, g := range two {
 				if j == 0 || g.sf != two[0].sf {
@@ -403,13 +388,13 @@ func BenchmarkKernelFilterTwoListeners(b *testing.B) {
 					got[i].memlock += st.MapBytes
 				}
 			}
-			cpu0 = cpuTime()
+			cpu0 = kerneltest.CPUTime()
 			for _, g := range two {
 				if err := g.Configure(svc2); err != nil {
 					b.Fatal(err)
 				}
 			}
-			got[i].recp += cpuTime() - cpu0
+			got[i].recp += kerneltest.CPUTime() - cpu0
 		}
 		for _, g := range gs {
 			g.Close()
@@ -421,45 +406,6 @@ func BenchmarkKernelFilterTwoListeners(b *testing.B) {
 		b.ReportMetric(got[i].cpu.Seconds()/float64(b.N), name+"build-cpu-s")
 		b.ReportMetric(got[i].recp.Seconds()/float64(b.N), name+"reload-cpu-s")
 	}
-}
-
-// cpuTime returns the CPU time (user and system) the process has used.
-func cpuTime() time.Duration {
-	var ru unix.Rusage
-	unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// slabKB returns the kernel's unreclaimable slab memory (SUnreclaim in /proc/meminfo), in KiB:
-// where LPM-trie nodes live.
-func slabKB() int64 {
-	b, _ := os.ReadFile("/proc/meminfo")
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "SUnreclaim:"); ok {
-			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
-// synFrom opens a non-blocking socket bound to src and starts a connect to dst, which sends one
-// SYN; the caller closes the returned descriptor.
-func synFrom(src netip.Addr, dst netip.AddrPort) (int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: src.As4()}); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	err = unix.Connect(fd, &unix.SockaddrInet4{Addr: dst.Addr().As4(), Port: int(dst.Port())})
-	if err != nil && err != unix.EINPROGRESS {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
 }
 
 // TestKernelFilterSharedReloadUnderFlood: SYNs from a denied 127.0.0.2 sent to both listeners of a
@@ -534,7 +480,7 @@ func TestKernelFilterSharedReloadUnderFlood(t *testing.T) {
 				runtime.Gosched()
 				continue
 			}
-			fd, err := synFrom(denied, dsts[i%2])
+			fd, err := kerneltest.SynFrom(denied, dsts[i%2])
 			if err != nil {
 				t.Error(err)
 				return
@@ -647,10 +593,10 @@ func TestKernelFilterListenerChangesService(t *testing.T) {
 	if n1 != 1 || n2 != 1 || held != 2 {
 		t.Errorf("listeners on s1's filter %d, on s2's %d, filters %d; want 1, 1, 2", n1, n2, held)
 	}
-	if !synDropped(t, "127.0.0.2", addrs[0]) || synDropped(t, "127.0.0.3", addrs[0]) {
+	if !kerneltest.Dropped("127.0.0.2", addrs[0]) || kerneltest.Dropped("127.0.0.3", addrs[0]) {
 		t.Error("s1's listener is not filtered by s1's ACL")
 	}
-	if !synDropped(t, "127.0.0.3", addrs[1]) || synDropped(t, "127.0.0.2", addrs[1]) {
+	if !kerneltest.Dropped("127.0.0.3", addrs[1]) || kerneltest.Dropped("127.0.0.2", addrs[1]) {
 		t.Error("the moved listener is not filtered by s2's ACL")
 	}
 }
