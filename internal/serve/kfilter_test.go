@@ -288,18 +288,8 @@ func TestKernelFilterAbandonedReloadUndone(t *testing.T) {
 	}
 	var kf kernelFilters
 	open := func(svc *service) (gated, string) {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
-		ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		g, err := newGate(ln, svc, slog.New(slog.DiscardHandler), &kf)
-		if err != nil {
-			ln.Close()
-			t.Fatal(err)
-		}
-		return g, ln.Addr().String()
+		g := openGate(t, svc, &kf)
+		return g, g.Addr().String()
 	}
 	old := svc("127.0.0.2/32")
 	a, addrA := open(old)
@@ -366,16 +356,7 @@ func BenchmarkKernelFilterTwoListeners(b *testing.B) {
 			slab0, cpu0 := kerneltest.SlabKB(), kerneltest.CPUTime()
 			var two []*gateListener
 			for range 2 {
-				var lc net.ListenConfig
-				lc.SetMultipathTCP(false)
-				ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-				if err != nil {
-					b.Fatal(err)
-				}
-				g, err := newGate(ln, svc, slog.New(slog.DiscardHandler), kf)
-				if err != nil {
-					b.Fatal(err)
-				}
+				g := openGate(b, svc, kf)
 				gs = append(gs, g)
 				two = append(two, g.(*gateListener))
 			}
@@ -437,20 +418,10 @@ func TestKernelFilterSharedReloadUnderFlood(t *testing.T) {
 	var dsts []netip.AddrPort
 	accepted := make(chan netip.Addr, 64)
 	for range 2 {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
-		ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		g, err := newGate(ln, svcs[0], slog.New(slog.DiscardHandler), &kf)
-		if err != nil {
-			ln.Close()
-			t.Fatal(err)
-		}
+		g := openGate(t, svcs[0], &kf)
 		defer g.Close()
 		gs = append(gs, g)
-		dsts = append(dsts, netip.MustParseAddrPort(ln.Addr().String()))
+		dsts = append(dsts, netip.MustParseAddrPort(g.Addr().String()))
 		go func() {
 			for {
 				c, err := g.Accept()
@@ -565,20 +536,10 @@ func TestKernelFilterListenerChangesService(t *testing.T) {
 	var addrs []string
 	s1 := svc("s1", "127.0.0.2/32")
 	for range 2 {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
-		ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		g, err := newGate(ln, s1, slog.New(slog.DiscardHandler), &kf)
-		if err != nil {
-			ln.Close()
-			t.Fatal(err)
-		}
+		g := openGate(t, s1, &kf)
 		defer g.Close()
 		gs = append(gs, g.(*gateListener))
-		addrs = append(addrs, ln.Addr().String())
+		addrs = append(addrs, g.Addr().String())
 	}
 	first := gs[0].sf
 	if err := gs[1].Configure(svc("s2", "127.0.0.3/32")); err != nil {
@@ -599,4 +560,22 @@ func TestKernelFilterListenerChangesService(t *testing.T) {
 	if !kerneltest.Dropped("127.0.0.3", addrs[1]) || kerneltest.Dropped("127.0.0.2", addrs[1]) {
 		t.Error("the moved listener is not filtered by s2's ACL")
 	}
+}
+
+// openGate listens on a new 127.0.0.1 port, plain TCP (the kernel takes no filter on an MPTCP
+// socket), and guards it for svc with the service filters kf (nil: a filter of its own).
+func openGate(tb testing.TB, svc *service, kf *kernelFilters) gated {
+	tb.Helper()
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g, err := newGate(ln, svc, slog.New(slog.DiscardHandler), kf)
+	if err != nil {
+		ln.Close()
+		tb.Fatal(err)
+	}
+	return g
 }
