@@ -172,15 +172,13 @@ func New(c Config) *Table {
 	return t
 }
 
-// advance moves the table's clock, by which lookups judge expiry, forward to now; t.mu is held.
-// A lookup does not read the clock of the system (a call that costs more than the rest of the
-// lookup): Expire, which the owner calls at least once a second, and every Add move this one,
-// so an expired ban stops applying within that second.
-func (t *Table) advance(now time.Time) {
-	if ns := now.UnixNano(); ns > t.clock.Load() {
-		t.clock.Store(ns)
-	}
-}
+// advance sets the table's clock, by which lookups judge expiry, to now; t.mu is held. A lookup
+// does not read the clock of the system (a call that costs more than the rest of the lookup):
+// Expire, which the owner calls at least once a second, and every Add set this one, so an
+// expired ban stops applying within that second. It follows the system clock backwards too: a
+// clock that kept a later time after the system's was stepped back (NTP) would judge every new
+// ban shorter than the step expired at once, and hand its peer on.
+func (t *Table) advance(now time.Time) { t.clock.Store(now.UnixNano()) }
 
 func normalGuard(g []netip.Prefix) []netip.Prefix {
 	out := make([]netip.Prefix, 0, len(g))

@@ -162,6 +162,28 @@ func TestOrigins(t *testing.T) {
 	}
 }
 
+// TestClockSteppedBack: after the system clock is stepped back (NTP), a new ban applies at once
+// and until its expiry by the clock of now, not by the later time the table saw before.
+func TestClockSteppedBack(t *testing.T) {
+	c := newClock()
+	tb := New(Config{Now: c.now})
+	c.add(time.Hour)
+	tb.Expire(c.now())
+	c.add(-time.Hour) // the step back
+	if _, err := tb.Add(Ban{Prefix: pfx("192.0.2.7/32"), Origin: "api", Expires: c.now().Add(10 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	tb.Expire(c.now())
+	if _, ok := tb.Lookup(addr("192.0.2.7")); !ok {
+		t.Fatal("a ban added after the clock was stepped back does not apply")
+	}
+	c.add(11 * time.Minute)
+	tb.Expire(c.now())
+	if _, ok := tb.Lookup(addr("192.0.2.7")); ok {
+		t.Error("the ban still applies after its expiry")
+	}
+}
+
 func TestExpire(t *testing.T) {
 	c := newClock()
 	tb := New(Config{Now: c.now})

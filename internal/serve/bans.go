@@ -53,8 +53,9 @@ func (s *Server) applyBans(cfg *config.File) {
 	}
 }
 
-// expireBans drops expired bans every quarter second until done is closed (lookups stop
-// applying them at once; this gives back their memory and updates the state file).
+// expireBans drops expired bans every quarter second until done is closed. It also sets the
+// table's clock, by which lookups judge expiry: an expired ban stops applying within a quarter
+// second, and this gives back its memory and updates the state file.
 func (s *Server) expireBans(done <-chan struct{}) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
