@@ -27,7 +27,8 @@
 //   - Expired bans stop applying within a second and are dropped from memory by Expire, which
 //     the owner calls at least once a second. A lookup checks the expiry of the ban it finds
 //     against the table's clock, not the system's (a read of which costs more than the rest of
-//     the lookup): Expire and every Add move that clock to the time they are given.
+//     the lookup): Expire and every Add set that clock to the time they are given. An owner that
+//     never calls Expire keeps applying expired bans until its next Add: calling it is required.
 //   - The guard (Config.Guard: never_ban in the serve file) is a lockout guard: a ban that would
 //     cover any guarded address is refused with ErrGuarded. Exclude cuts a wide range into the
 //     pieces that spare the guarded addresses, for sources (such as CrowdSec) that cannot be
