@@ -31,6 +31,7 @@ func rawAccepterOf(inner net.Listener) rawAccepter {
 // accept4Call holds one accept4's result, so the func given to RawConn.Control is made once.
 type accept4Call struct {
 	fd      int
+	flags   uintptr
 	errno   syscall.Errno
 	control func(fd uintptr)
 }
@@ -41,7 +42,7 @@ var accept4Calls = sync.Pool{New: func() any {
 		for {
 			// No SOCK_NONBLOCK: a socket that becomes a net.Conn is made non-blocking by net, and
 			// os.NewFile registers only non-blocking descriptors with the poller.
-			fd, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, lfd, 0, 0, unix.SOCK_CLOEXEC, 0, 0)
+			fd, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, lfd, 0, 0, a.flags, 0, 0)
 			if errno == unix.EINTR || errno == unix.ECONNABORTED { // as net's accept: the next one
 				continue
 			}
@@ -52,10 +53,13 @@ var accept4Calls = sync.Pool{New: func() any {
 	return a
 }}
 
-func (t *tcpAccepter) acceptFD() (int, bool, error) {
+func (t *tcpAccepter) acceptFD() (int, bool, error) { return t.accept(unix.SOCK_CLOEXEC) }
+
+// accept is one accept4(2) with flags: the socket of a queued connection, or false when none is.
+func (t *tcpAccepter) accept(flags uintptr) (int, bool, error) {
 	a := accept4Calls.Get().(*accept4Call)
 	defer accept4Calls.Put(a)
-	a.fd, a.errno = -1, 0
+	a.fd, a.errno, a.flags = -1, 0, flags
 	if err := t.rc.Control(a.control); err != nil {
 		return -1, false, err // the listener closed
 	}
@@ -123,4 +127,40 @@ func fileConn(fd int) (net.Conn, error) {
 		return nil, fmt.Errorf("gate: shed path: %w", err)
 	}
 	return c, nil
+}
+
+// AcceptFD accepts one queued connection without waiting and without making a net.Conn of it, and
+// judges it as Accept would (ban layer, ACL, per-source limits, dry run; counted, logged and
+// reported to OnDecision, whose Event.Conn is a stand-in with the addresses): the path of an
+// event loop that proxies sockets itself. It returns the connection when it is to be handed on
+// (ok). When the policy denied it, the socket is closed by the deny action and ok is false: call
+// again. With nothing queued it returns ErrNotQueued; when the listener cannot hand on bare
+// sockets, ErrNeedsConn (see there), accepting nothing; once the listener is closed, an error
+// wrapping net.ErrClosed.
+func (l *Listener) AcceptFD() (s Socket, ok bool, err error) {
+	t, _ := l.shed.raw.(*tcpAccepter)
+	p := l.policy.Load()
+	if t == nil || p.opts.Proxy != nil {
+		return Socket{}, false, ErrNeedsConn
+	}
+	fd, queued, err := t.accept(unix.SOCK_CLOEXEC | unix.SOCK_NONBLOCK)
+	switch {
+	case err != nil:
+		return Socket{}, false, err
+	case !queued:
+		return Socket{}, false, ErrNotQueued
+	}
+	var rsa unix.RawSockaddrAny
+	peer, perr := getpeername(fd, &rsa)
+	ev := Event{Conn: &shedConn{l.shed.local, peer}, Peer: peer, Direct: peer, Err: perr}
+	wrapped := l.settle(nil, nil, p, &ev)
+	if !ev.HandedOn {
+		p.opts.denyAction().DenyFD(fd)
+		return Socket{}, false, nil
+	}
+	s = Socket{FD: fd, Peer: peer, Tag: p.opts.Tag}
+	if wrapped != nil {
+		s.release = wrapped.release
+	}
+	return s, true, nil
 }

@@ -53,9 +53,26 @@ func bindHint(addr string, err error) error {
 	return fmt.Errorf("%w: %w: run `setcap cap_net_bind_service=+ep %s`, or in its systemd unit set AmbientCapabilities=CAP_NET_BIND_SERVICE", err, ErrPrivilegedPort, exe)
 }
 
-// startAccepting starts the accept loops of p: one a CPU that Go may use, up to 4, so that judging
-// (and, under a flood, closing) denied peers on one core does not hold up the next accept.
+// startAccepting has the event loops watch p's listener where they can, and otherwise starts its
+// accept goroutines. Under s.mu.
 func (s *Server) startAccepting(p *port) {
+	if loopable(p) && s.watch(p) {
+		return
+	}
+	p.goMode = true
+	s.startGoroutines(p)
+}
+
+// startGoroutines starts the accept goroutines of p: one a CPU that Go may use, up to 4, so that
+// judging (and, under a flood, closing) denied peers on one core does not hold up the next
+// accept. Under s.mu.
+func (s *Server) startGoroutines(p *port) {
+	if !s.goPorts {
+		s.goPorts = true // goroutines with network I/O of their own: loops must not keep the Ps
+		for _, l := range s.loops {
+			l.SetRawWaits(false)
+		}
+	}
 	for range min(runtime.GOMAXPROCS(0), 4) {
 		s.wg.Add(1)
 		go s.accept(p)

@@ -78,17 +78,25 @@ func (s *Server) proxy(c, raw net.Conn, early []byte, svc *service, start time.T
 	if why != endDone {
 		svc.m.aborts[why].Inc()
 	}
-	if lvl := endLevel(svc); svc.log.Enabled(context.Background(), lvl) { // RemoteAddr().String() allocates
-		name := endNames[why]
-		if why == endDone {
-			name = "upstream_closed"
-			if clientFirst {
-				name = "client_closed"
-			}
-		}
-		svc.log.Log(context.Background(), lvl, "connection ended", "peer", c.RemoteAddr().String(),
-			"duration", time.Since(start).Round(time.Microsecond), "in", in, "out", out, "end", name)
+	logEnd(svc, c.RemoteAddr().String, start, in, out, why, clientFirst)
+}
+
+// logEnd logs the end of a proxied connection, at endLevel: peer is called only when the line is
+// logged (making the address's string allocates).
+func logEnd(svc *service, peer func() string, start time.Time, in, out int64, why end, clientFirst bool) {
+	lvl := endLevel(svc)
+	if !svc.log.Enabled(context.Background(), lvl) {
+		return
 	}
+	name := endNames[why]
+	if why == endDone {
+		name = "upstream_closed"
+		if clientFirst {
+			name = "client_closed"
+		}
+	}
+	svc.log.Log(context.Background(), lvl, "connection ended", "peer", peer(),
+		"duration", time.Since(start).Round(time.Microsecond), "in", in, "out", out, "end", name)
 }
 
 func (s *Server) spawn(c net.Conn, svc *service, start time.Time) {

@@ -19,6 +19,8 @@ type gated interface {
 	net.Listener
 	// AcceptTag returns an allowed connection and the *service whose policy admitted it.
 	AcceptTag() (net.Conn, any, error)
+	// AcceptFD accepts and judges a queued connection without making a net.Conn of it.
+	AcceptFD() (gate.Socket, bool, error)
 	Configure(*service) error
 	filterState() filterState
 }

@@ -44,8 +44,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing = true
 	s.mu.Unlock()
 	s.closeAll()
+	defer s.stopLoops() // once the connections are gone
 	s.mu.Lock()
-	open := len(s.conns)
+	open := len(s.conns) + s.loopConns
 	s.mu.Unlock()
 	deadline, _ := ctx.Deadline()
 	s.log.Info("stopped accepting; draining open connections", "open", open, "deadline", deadline.Format(time.RFC3339))
@@ -59,9 +60,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.mu.Lock()
-	n := len(s.conns)
+	n := len(s.conns) + s.loopConns
 	for c := range s.conns {
 		c.Close()
+	}
+	for _, l := range s.loops {
+		l.Abort()
 	}
 	s.mu.Unlock()
 	s.signalGroups(syscall.SIGTERM)
@@ -128,6 +132,7 @@ func (s *Server) closeAll() {
 	defer s.mu.Unlock()
 	for addr, p := range s.ports {
 		close(p.done)
+		s.unwatch(p)
 		p.ln.Close()
 		delete(s.ports, addr)
 	}

@@ -217,6 +217,7 @@ func (s *Server) swapPorts(want map[string]*service, opened map[string]*port) {
 			p.svc.Store(svc)
 		} else {
 			close(p.done)
+			s.unwatch(p)
 			p.ln.Close()
 			delete(s.ports, key)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/peergate/peergate/gate/bans"
 	"github.com/peergate/peergate/gate/limit"
 	"github.com/peergate/peergate/internal/config"
+	"github.com/peergate/peergate/internal/evloop"
 	"github.com/peergate/peergate/internal/sources"
 )
 
@@ -55,6 +56,8 @@ type Server struct {
 	src *sources.Manager // url includes: fetched, cached in state_dir, refreshed
 
 	kf kernelFilters // the eBPF kernel filters, one a service, shared by its listeners
+
+	loopsState
 }
 
 // port is one listening address and the service it currently serves.
@@ -63,6 +66,9 @@ type port struct {
 	ln   gated
 	svc  atomic.Pointer[service]
 	done chan struct{}
+
+	watches []*evloop.Watch // the event loops' watches of ln; none on the goroutine path
+	goMode  bool            // on the goroutine path (under the Server's mu)
 }
 
 // service is a config.Service with its connection slots, per-source limiter and metrics.
