@@ -1,12 +1,13 @@
-// Package evloop proxies TCP connections between bare sockets on epoll(7) event loops, one OS
-// thread each, with the system calls made directly: the short-connection path of peergate serve.
+// Package evloop proxies TCP connections between bare sockets on epoll(7) event loops, one
+// goroutine each, with the system calls made directly: the short-connection path of peergate
+// serve.
 //
 // Go's net package costs a proxied connection about a third more CPU than HAProxy (BENCHMARKS.md,
 // "Short connections"): each socket is registered with the runtime's poller, every read and write
 // enters and leaves the scheduler's syscall state, and a connection takes two goroutines whose
 // wake-ups go through the scheduler and sysmon. A Loop makes the same system calls HAProxy does
 // (accept4, getpeername, socket, connect, epoll_ctl, recvfrom, sendto, shutdown, close) as raw
-// calls on one locked thread, and waits in epoll_wait without giving up its P while it is busy,
+// calls on one goroutine, and waits in epoll_wait without giving up its P while it is busy,
 // so the runtime has nothing to do per connection.
 //
 // A Loop does what the goroutine proxy of package serve does, and nothing more: it copies both
