@@ -317,9 +317,9 @@ type side struct {
 	off, n int
 	kp     *kpipe // splicing: the pipe, with what it holds
 	splice bool
-	eof    bool // the read side reached EOF
-	shut   bool // all read was written and the peer's write side shut down
-	out    bool // registered for EPOLLOUT
+	eof    bool  // the read side reached EOF
+	shut   bool  // all read was written and the peer's write side shut down
+	out    bool  // registered for EPOLLOUT
 	since  int64 // loop time of the last read or write progress: a held write stalls from then
 }
 

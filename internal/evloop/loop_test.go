@@ -296,7 +296,7 @@ func TestWatch(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("ready not called for a queued connection")
 	}
-	dial() // queued while paused: ready must not run until Resume
+	dial()        // queued while paused: ready must not run until Resume
 	for range 2 { // two rounds of the loop
 		done := make(chan struct{})
 		l.Do(func() { close(done) })

@@ -56,7 +56,7 @@ func bindHint(addr string, err error) error {
 // startAccepting has the event loops watch p's listener where they can, and otherwise starts its
 // accept goroutines. Under s.mu.
 func (s *Server) startAccepting(p *port) {
-	if loopable(p) && s.watch(p) {
+	if s.loopable(p) && s.watch(p) {
 		return
 	}
 	p.goMode = true

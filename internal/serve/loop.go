@@ -24,7 +24,7 @@ import (
 
 // useLoops, cleared by tests and by PEERGATE_EVENT_LOOPS=0, puts every listener on the
 // goroutine path.
-var useLoops = evloop.Available
+var useLoops = evloop.Available && os.Getenv("PEERGATE_EVENT_LOOPS") != "0"
 
 // numLoops is how many event loops a server runs: one per CPU that Go may use, up to 4.
 func numLoops() int { return min(runtime.GOMAXPROCS(0), 4) }
@@ -33,9 +33,9 @@ func numLoops() int { return min(runtime.GOMAXPROCS(0), 4) }
 const acceptBatch = 64
 
 // loopable reports whether p's listener can be watched by the event loops.
-func loopable(p *port) bool {
+func (s *Server) loopable(p *port) bool {
 	g, ok := p.ln.(*gateListener)
-	return useLoops && ok && g.rc != nil && len(p.svc.Load().TrustedProxies) == 0
+	return useLoops && !s.noLoops && ok && g.rc != nil && len(p.svc.Load().TrustedProxies) == 0
 }
 
 // watch has every event loop watch p's listener, starting the loops on first use. Under s.mu.
@@ -48,8 +48,7 @@ func (s *Server) watch(p *port) bool {
 				for _, l := range s.loops {
 					l.Stop()
 				}
-				s.loops = nil
-				useLoops = false
+				s.loops, s.noLoops = nil, true
 				return false
 			}
 			l.SetRawWaits(!s.goPorts)
@@ -324,4 +323,5 @@ type loopsState struct {
 	loops     []*evloop.Loop
 	loopConns int  // connections the loops proxy, open
 	goPorts   bool // some port is on the goroutine path: loops give up their P on every wait
+	noLoops   bool // no event loop could be made: every port is on the goroutine path
 }
