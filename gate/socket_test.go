@@ -4,6 +4,7 @@ package gate
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -130,4 +131,46 @@ func bufReadN(t *testing.T, c net.Conn, n int) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// An event loop that does its own system calls takes bare sockets: AcceptFD judges a queued
+// connection as Accept would and hands on an allowed one as a non-blocking descriptor. 127.0.0.2
+// is turned away; 127.0.0.1 is handed on.
+func ExampleListener_AcceptFD() {
+	rules := acl.MustNew(acl.Spec{
+		Default: acl.Deny,
+		Rules:   []acl.Rule{{Prefix: netip.MustParsePrefix("127.0.0.1/32"), Action: acl.Allow}},
+	})
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	ln := NewListener(inner, rules, Options{})
+	defer ln.Close()
+	for _, src := range []string{"127.0.0.2", "127.0.0.1"} {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			panic(err)
+		}
+		defer c.Close()
+	}
+	for {
+		s, ok, err := ln.AcceptFD() // an event loop calls it when epoll says the listener is ready
+		switch {
+		case errors.Is(err, ErrNotQueued):
+			return
+		case err != nil:
+			panic(err)
+		case !ok:
+			fmt.Println("denied and closed")
+			continue
+		}
+		fmt.Println("handed on", s.Peer.AddrPort.Addr())
+		unix.Close(s.FD)
+		s.Release()
+	}
+	// Output:
+	// denied and closed
+	// handed on 127.0.0.1
 }

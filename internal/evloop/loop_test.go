@@ -272,8 +272,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	accepted := make(chan int, 8)
-	var w *Watch
-	w = l.Watch(rc, func(w *Watch) bool {
+	w := l.Watch(rc, func(w *Watch) bool {
 		var fd int
 		rc.Control(func(lfd uintptr) { fd, _, _ = unix.Accept4(int(lfd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC) })
 		if fd > 0 {
