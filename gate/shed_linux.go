@@ -10,18 +10,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// tcpAccepter is the rawAccepter of a *net.TCPListener: accept4(2) on its socket, which does not
+// tcpAccepter is the rawAccepter of a TCP listener: accept4(2) on its socket, which does not
 // wait. A listener's RawConn offers only Control (no waiting Read), so when no connection is
 // queued the shed path waits in the listener's own Accept, and judges that one connection the
 // usual way. Under a flood the queue is rarely empty.
 type tcpAccepter struct{ rc syscall.RawConn }
 
 func rawAccepterOf(inner net.Listener) rawAccepter {
-	tl, ok := inner.(*net.TCPListener)
+	// A *net.TCPListener, or a wrapper of one that passes its SyscallConn on (peergate serve's
+	// socket-activated listeners).
+	sc, ok := inner.(syscall.Conn)
 	if !ok {
 		return nil
 	}
-	rc, err := tl.SyscallConn()
+	if _, tcp := inner.Addr().(*net.TCPAddr); !tcp {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return nil
 	}

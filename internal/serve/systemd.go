@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 
 	"github.com/peergate/peergate/internal/config"
 	"github.com/peergate/peergate/internal/sockenv"
@@ -140,6 +142,15 @@ type adopted struct {
 	net.Listener
 	s    *inherited
 	once sync.Once
+}
+
+// SyscallConn is the inherited listener's (for a TCP one), so that the gate can accept from its
+// socket without making a net.Conn (the event loops, the shed path).
+func (l *adopted) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := l.Listener.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 func (l *adopted) Close() error {
