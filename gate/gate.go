@@ -78,7 +78,8 @@ type Limiter interface {
 // Event describes one judged connection.
 type Event struct {
 	// Conn is the connection judged. For a peer denied on the shed path (see Listener.Shedding),
-	// for which no net.Conn was made, it is a stand-in that has the addresses and does nothing else.
+	// and for every connection AcceptFD judges, no net.Conn was made: it is a stand-in that has
+	// the addresses and does nothing else.
 	Conn     net.Conn
 	Peer     Peer         // the peer judged: the client named by a PROXY header, or the direct peer
 	Direct   Peer         // the direct peer, from getpeername: the proxy when Proxied is set

@@ -17,16 +17,13 @@ import (
 type tcpAccepter struct{ rc syscall.RawConn }
 
 func rawAccepterOf(inner net.Listener) rawAccepter {
-	// A *net.TCPListener, or a wrapper of one that passes its SyscallConn on (peergate serve's
-	// socket-activated listeners).
-	sc, ok := inner.(syscall.Conn)
+	// Only a *net.TCPListener itself: a wrapper's Accept may do more than accept, and would be
+	// bypassed.
+	tl, ok := inner.(*net.TCPListener)
 	if !ok {
 		return nil
 	}
-	if _, tcp := inner.Addr().(*net.TCPAddr); !tcp {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := tl.SyscallConn()
 	if err != nil {
 		return nil
 	}
@@ -144,8 +141,7 @@ func fileConn(fd int) (net.Conn, error) {
 // wrapping net.ErrClosed.
 func (l *Listener) AcceptFD() (s Socket, ok bool, err error) {
 	t, _ := l.shed.raw.(*tcpAccepter)
-	p := l.policy.Load()
-	if t == nil || p.opts.Proxy != nil {
+	if t == nil || l.policy.Load().opts.Proxy != nil {
 		return Socket{}, false, ErrNeedsConn
 	}
 	fd, queued, err := t.accept(unix.SOCK_CLOEXEC | unix.SOCK_NONBLOCK)
@@ -155,8 +151,14 @@ func (l *Listener) AcceptFD() (s Socket, ok bool, err error) {
 	case !queued:
 		return Socket{}, false, ErrNotQueued
 	}
+	p := l.policy.Load() // the policy of now, after the accept, as Accept judges
 	var rsa unix.RawSockaddrAny
 	peer, perr := getpeername(fd, &rsa)
+	if perr == nil && p.opts.Proxy != nil {
+		// Set by a SetPolicy since the check above: this connection's PROXY header cannot be read
+		// here. Not judged, so denied (fail closed); the next call returns ErrNeedsConn.
+		perr = ErrNeedsConn
+	}
 	ev := Event{Conn: &shedConn{l.shed.local, peer}, Peer: peer, Direct: peer, Err: perr}
 	wrapped := l.settle(nil, nil, p, &ev)
 	if !ev.HandedOn {

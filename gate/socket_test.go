@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"syscall"
 	"testing"
 
 	"github.com/peergate/peergate/acl"
@@ -120,33 +119,6 @@ func TestAcceptFD(t *testing.T) {
 				t.Fatalf("after Close: %v, want an error", err)
 			}
 		})
-	}
-}
-
-// wrapped is a listener wrapper that passes its TCP listener's SyscallConn on.
-type wrapped struct{ net.Listener }
-
-func (w wrapped) SyscallConn() (syscall.RawConn, error) {
-	return w.Listener.(*net.TCPListener).SyscallConn()
-}
-
-// TestAcceptFDWrapped: a wrapper of a TCP listener that passes its SyscallConn on (as serve's
-// socket-activated listeners do) hands on bare sockets too; one that does not, ErrNeedsConn.
-func TestAcceptFDWrapped(t *testing.T) {
-	inner := listen(t, "tcp", "127.0.0.1:0")
-	a := mustACL(t, acl.Deny, acl.Deny, "allow 127.0.0.1/32")
-	g := NewListener(wrapped{inner}, a, Options{})
-	defer g.Close()
-	c := dialFrom(t, "127.0.0.1", inner.Addr().String())
-	defer c.Close()
-	s, _ := acceptFD(t, g)
-	if s.FD < 0 {
-		t.Fatal("the wrapped listener handed nothing on")
-	}
-	unix.Close(s.FD)
-	plain := NewListener(struct{ net.Listener }{inner}, a, Options{})
-	if _, _, err := plain.AcceptFD(); !errors.Is(err, ErrNeedsConn) {
-		t.Fatalf("a wrapper without SyscallConn: %v, want ErrNeedsConn", err)
 	}
 }
 

@@ -10,8 +10,8 @@
 // calls on one goroutine, and waits in epoll_wait without giving up its P while it is busy,
 // so the runtime has nothing to do per connection.
 //
-// A Loop does what the goroutine proxy of package serve does, and nothing more: it copies both
-// ways (through a buffer, or spliced through a kernel pipe toward a remote peer), passes on a
+// A Loop does what the goroutine proxy of package serve does (but that it reads what the client
+// sent at once, before the upstream accepted, and holds it): it copies both ways (through a buffer, or spliced through a kernel pipe toward a remote peer), passes on a
 // half-close, resets both sides when a read or write fails or a write stalls for the idle
 // timeout, closes a connection quiet both ways for the idle timeout, and gives up a connect after
 // the connect timeout. What it cannot do (PROXY headers, spawning) stays with package serve.
@@ -45,7 +45,7 @@ type End struct {
 // then (after Connected) Ended. It must not block.
 type Handler interface {
 	Connected(took time.Duration) // the upstream accepted the connection
-	Failed(err error)             // the upstream could not be reached; the client was closed
+	Failed(err error)             // the upstream was not reached (or Abort came first); the client was closed
 	Ended(e End)                  // both sockets are closed
 }
 
@@ -63,5 +63,5 @@ type Upstream struct {
 // ErrTimeout is the error Failed gets when the upstream did not accept within the connect timeout.
 var ErrTimeout = errors.New("evloop: upstream connect timed out")
 
-// ErrClosed is returned by Watch and Proxy once the loop is stopped.
-var ErrClosed = errors.New("evloop: loop stopped")
+// ErrAborted is the error Failed gets for a connection still connecting when Abort (or Stop) ended it.
+var ErrAborted = errors.New("evloop: aborted")

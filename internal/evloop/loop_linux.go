@@ -30,12 +30,13 @@ const (
 )
 
 // Loop is one event loop: an epoll instance served by one goroutine (Run). Its methods are for
-// that goroutine (in Handler and Watch callbacks), except Run, Do, Stop, Abort, SetRawWaits and
-// Done; "the loop's thread" below means it.
+// that goroutine (in Handler and Watch callbacks), except Run, Do, Stop, Abort, SetRawWaits,
+// Watch, Watch.Close and Done; "the loop's thread" below means it.
 type Loop struct {
 	ep, wake int // the epoll instance and the eventfd that Do writes to
 	mu       sync.Mutex
 	queue    []func()
+	dead     bool // under mu: Run has returned, wake is closed
 	stopped  bool // set on the loop's thread by Stop's func
 	done     chan struct{}
 	raw      atomic.Bool // wait in raw epoll_wait calls while busy (SetRawWaits)
@@ -52,6 +53,7 @@ type Loop struct {
 	tick    int64 // sweep interval: an eighth of the smallest timeout of the open connections
 	bufs    [][]byte
 	pipes   []*kpipe
+	closing []int // sockets of connections ended this round, closed once its events are handled
 }
 
 // New makes a Loop; Run serves it.
@@ -89,23 +91,26 @@ const tokenWake = -1
 func watchToken(i int) int32 { return int32(-2 - i) }
 
 // Do runs f on the loop's thread soon. From another goroutine, it is the only way to reach the
-// loop's state. After Stop, f never runs.
+// loop's state. Once Run has returned, f never runs.
 func (l *Loop) Do(f func()) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dead {
+		return
+	}
 	l.queue = append(l.queue, f)
-	first := len(l.queue) == 1
-	l.mu.Unlock()
-	if first {
+	if len(l.queue) == 1 {
 		var one = [8]byte{1}
 		unix.Write(l.wake, one[:])
 	}
 }
 
-// Stop ends Run once the funcs queued before it have run; connections still open are reset.
+// Stop ends Run once the funcs queued before it have run; connections still open are ended
+// (Abort).
 func (l *Loop) Stop() { l.Do(func() { l.stopped = true }) }
 
-// Abort resets every open connection (their Handlers hear Ended with Drain, or Failed), from any
-// goroutine: the drain deadline.
+// Abort resets every open connection, from any goroutine: the drain deadline. Their Handlers
+// hear Ended with Drain, or, for those still connecting, Failed with ErrAborted.
 func (l *Loop) Abort() { l.Do(l.abortAll) }
 
 func (l *Loop) abortAll() {
@@ -114,13 +119,11 @@ func (l *Loop) abortAll() {
 		if c.connected {
 			l.end(c, Drain)
 		} else {
-			l.fail(c, errAborted)
+			l.fail(c, ErrAborted)
 		}
 		c = next
 	}
 }
-
-var errAborted = errors.New("evloop: aborted")
 
 // Run serves the loop on the calling goroutine until Stop. The goroutine is not locked to its
 // thread: nothing in a loop is bound to one, and a locked goroutine that yields costs two thread
@@ -148,6 +151,7 @@ func (l *Loop) Run() {
 		if l.now >= l.sweep {
 			l.sweepConns()
 		}
+		l.closeEnded()
 		runtime.Gosched() // other goroutines run between rounds
 	}
 }
@@ -198,9 +202,20 @@ func (l *Loop) runQueue() {
 	}
 }
 
+// closeEnded closes the sockets of the connections that ended this round. Not at once: a later
+// event of the same round may be for one of them, and a socket accepted or dialed meanwhile
+// would have its number and take the event for its own.
+func (l *Loop) closeEnded() {
+	for _, fd := range l.closing {
+		unix.Close(fd) // which takes it out of the epoll set
+	}
+	l.closing = l.closing[:0]
+}
+
 // close ends what is left once Run stops: connections are reset, listeners unwatched.
 func (l *Loop) close() {
 	l.abortAll()
+	l.closeEnded()
 	for _, w := range l.watches {
 		if w != nil {
 			w.Remove()
@@ -208,7 +223,7 @@ func (l *Loop) close() {
 	}
 	unix.Close(l.ep)
 	l.mu.Lock()
-	l.queue = nil
+	l.queue, l.dead = nil, true
 	unix.Close(l.wake)
 	l.mu.Unlock()
 	for _, kp := range l.pipes {
@@ -223,24 +238,28 @@ func (l *Loop) Done() <-chan struct{} { return l.done }
 // A Watch is a listening socket a loop watches: its ready func runs on the loop's thread when a
 // connection is queued, and accepts (see Proxy).
 type Watch struct {
-	l       *Loop
-	rc      syscall.RawConn
-	i       int
-	ready   func(*Watch) bool
-	paused  bool
-	removed bool
+	l     *Loop
+	rc    syscall.RawConn
+	i     int
+	ready func(*Watch) bool
+	mu    sync.Mutex // guards what follows: Close comes from other goroutines
+	// paused: out of the epoll set until Resume; removed: for good.
+	paused, removed bool
 }
 
 // Watch has the loop call ready, on its thread, while the listening socket rc has connections
 // queued (level-triggered, so ready may accept a few and return). When ready returns false the
-// listener is unwatched. Several loops may watch one listener: each connection wakes one of them.
-// Call it from any goroutine; it takes effect on the loop's thread.
+// listener is unwatched. Several loops may watch one listener (EPOLLEXCLUSIVE: a connection
+// wakes one of them, or a few). Call it from any goroutine; it takes effect on the loop's thread.
 func (l *Loop) Watch(rc syscall.RawConn, ready func(*Watch) bool) *Watch {
 	w := &Watch{l: l, rc: rc, ready: ready}
 	l.Do(func() {
 		w.i = len(l.watches)
 		l.watches = append(l.watches, w)
-		if !w.removed && !w.ctl(unix.EPOLL_CTL_ADD) {
+		w.mu.Lock()
+		ok := w.removed || w.ctl(unix.EPOLL_CTL_ADD)
+		w.mu.Unlock()
+		if !ok {
 			w.Remove()
 		}
 	})
@@ -267,31 +286,55 @@ func (w *Watch) ctl(op int) bool {
 // Pause stops watching the listener until Resume: connections wait in its queue. On the loop's
 // thread.
 func (w *Watch) Pause() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if !w.paused && !w.removed {
 		w.paused = true
 		w.ctl(unix.EPOLL_CTL_DEL)
 	}
 }
 
-// Resume watches a paused listener again. On the loop's thread.
-func (w *Watch) Resume() {
-	if w.paused && !w.removed {
+// Resume watches a paused listener again, and reports whether it is watched. On the loop's
+// thread.
+func (w *Watch) Resume() bool {
+	w.mu.Lock()
+	ok := !w.removed
+	if w.paused && ok {
 		w.paused = false
-		if !w.ctl(unix.EPOLL_CTL_ADD) {
-			w.Remove()
+		ok = w.ctl(unix.EPOLL_CTL_ADD)
+	}
+	w.mu.Unlock()
+	if !ok {
+		w.Remove()
+	}
+	return ok
+}
+
+// Close stops watching the listener for good, from any goroutine, before the listener is closed:
+// once it returns the loop takes no event of it. (Closing a listener takes it out of the epoll
+// set only when no other descriptor shares its socket, as a socket-activated one's does.)
+func (w *Watch) Close() {
+	w.mu.Lock()
+	if !w.removed {
+		w.removed = true
+		if !w.paused {
+			w.ctl(unix.EPOLL_CTL_DEL)
 		}
 	}
+	w.mu.Unlock()
+	w.l.Do(w.Remove) // the loop's table
 }
 
 // Remove stops watching the listener for good. On the loop's thread.
 func (w *Watch) Remove() {
-	if w.removed {
-		return
+	w.mu.Lock()
+	if !w.removed {
+		w.removed = true
+		if !w.paused {
+			w.ctl(unix.EPOLL_CTL_DEL)
+		}
 	}
-	w.removed = true
-	if !w.paused {
-		w.ctl(unix.EPOLL_CTL_DEL) // fails once the listener is closed: it left the epoll set then
-	}
+	w.mu.Unlock()
 	if w.i < len(w.l.watches) && w.l.watches[w.i] == w {
 		w.l.watches[w.i] = nil
 	}
@@ -301,7 +344,14 @@ func (l *Loop) ready(i int) {
 	if i >= len(l.watches) {
 		return
 	}
-	if w := l.watches[i]; w != nil && !w.removed && !w.paused && !w.ready(w) {
+	w := l.watches[i]
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	live := !w.removed && !w.paused
+	w.mu.Unlock()
+	if live && !w.ready(w) {
 		w.Remove()
 	}
 }
@@ -318,6 +368,8 @@ type side struct {
 	kp     *kpipe // splicing: the pipe, with what it holds
 	splice bool
 	eof    bool  // the read side reached EOF
+	fin    bool  // the peer's FIN came (EPOLLRDHUP without EPOLLERR): a short read is then the end
+	err    bool  // an error was signalled (a reset): read on to the error, never infer EOF
 	shut   bool  // all read was written and the peer's write side shut down
 	out    bool  // registered for EPOLLOUT
 	since  int64 // loop time of the last read or write progress: a held write stalls from then
@@ -382,7 +434,7 @@ func (l *Loop) Proxy(fd int, u Upstream, h Handler) {
 		l.fail(c, os.NewSyscallError("epoll_ctl", err))
 		return
 	}
-	l.pump(&c.cl, false) // what the client sent already: it waits in the buffer for the connect
+	l.pump(&c.cl) // what the client sent already: it waits in the buffer for the connect
 }
 
 // dial starts connecting a socket to u.
@@ -450,6 +502,11 @@ func (l *Loop) event(fd int, ev uint32) {
 	}
 	s := l.socks[fd]
 	c := s.c
+	if ev&unix.EPOLLERR != 0 {
+		s.err = true
+	} else if ev&unix.EPOLLRDHUP != 0 {
+		s.fin = true
+	}
 	if s.up && !c.connected {
 		if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 			l.fail(c, connectError(fd))
@@ -469,7 +526,7 @@ func (l *Loop) event(fd int, ev uint32) {
 		return
 	}
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !c.closed {
-		l.pump(s, ev&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0)
+		l.pump(s)
 	}
 }
 
@@ -492,15 +549,17 @@ func (l *Loop) resume(s *side) bool {
 		return !s.c.closed
 	}
 	if l.flush(s) {
-		l.pump(s, false)
+		l.pump(s)
 	}
 	return !s.c.closed
 }
 
 // pump reads from s and writes to its peer until s has nothing more to read now, its peer takes
-// no more, or s reached EOF. hup says the peer sent its FIN (EPOLLRDHUP): a short read then took
-// all there is, and no read is spent on the EOF.
-func (l *Loop) pump(s *side, hup bool) {
+// no more, or s reached EOF. Once the peer's FIN came (s.fin, from EPOLLRDHUP: all its data is
+// queued before it), a short read took all there is, and no read is spent on the EOF; not after
+// an error was signalled (a reset also sets EPOLLRDHUP, and the data queued before it reads
+// first), when pump reads on until the read fails.
+func (l *Loop) pump(s *side) {
 	c := s.c
 	for !c.closed && !s.eof && s.held() == 0 {
 		n, err := l.fill(s)
@@ -518,10 +577,10 @@ func (l *Loop) pump(s *side, hup bool) {
 		s.since = l.now
 		// A short read of a TCP socket took all it had: a new edge comes with more.
 		short := !s.splice && n > 0 && n < len(s.buf)
-		if short && hup {
+		if short && s.fin && !s.err {
 			s.eof = true
 		}
-		if !l.flush(s) || short {
+		if !l.flush(s) || short && !s.err { // after an error, read on to it: no edge comes again
 			return
 		}
 	}
@@ -651,10 +710,14 @@ func (l *Loop) end(c *conn, why Why) {
 	c.h.Ended(End{In: c.in, Out: c.out, Why: why, ClientFirst: c.first == 1})
 }
 
-// fail closes a connection whose upstream was not reached, and tells its Handler.
+// fail closes a connection whose upstream was not reached, and tells its Handler. A client whose
+// bytes were read (and are now lost) is reset, as the kernel would on a close with them unread.
 func (l *Loop) fail(c *conn, err error) {
 	if c.closed {
 		return
+	}
+	if c.cl.held() > 0 {
+		reset(c.cl.fd)
 	}
 	l.drop(c)
 	c.h.Failed(err)
@@ -670,7 +733,7 @@ func (l *Loop) drop(c *conn) {
 	for _, s := range []*side{&c.cl, &c.up} {
 		if s.fd >= 0 {
 			l.socks[s.fd] = nil
-			unix.Close(s.fd) // which takes it out of the epoll set
+			l.closing = append(l.closing, s.fd)
 		}
 		if s.buf != nil {
 			l.bufs = append(l.bufs, s.buf)

@@ -28,6 +28,7 @@ func (l *Loop) Proxy(int, Upstream, Handler)                    {}
 func (l *Loop) SetRawWaits(bool)                                {}
 func (l *Loop) Done() <-chan struct{}                           { return nil }
 func (w *Watch) Pause()                                         {}
-func (w *Watch) Resume()                                        {}
+func (w *Watch) Resume() bool                                   { return false }
+func (w *Watch) Close()                                         {}
 func (w *Watch) Remove()                                        {}
 func (w *Watch) Loop() *Loop                                    { return nil }

@@ -306,10 +306,124 @@ func TestWatch(t *testing.T) {
 		t.Fatal("ready ran while paused")
 	default:
 	}
-	l.Do(w.Resume)
+	l.Do(func() { w.Resume() })
 	select {
 	case <-accepted:
 	case <-time.After(10 * time.Second):
 		t.Fatal("ready not called after Resume")
+	}
+}
+
+// hold keeps the loop busy in a Do func until release is called: what happens meanwhile reaches
+// it as one round of events.
+func hold(l *Loop) (release func()) {
+	entered, block := make(chan struct{}), make(chan struct{})
+	l.Do(func() { close(entered); <-block })
+	<-entered
+	return func() { close(block) }
+}
+
+// TestFINWhileHeld: the upstream's data and FIN reach the loop in one round, and the loop holds
+// bytes the client (a small receive buffer) does not take yet: once the client reads, the EOF
+// must still pass, not wait for an edge that came already.
+func TestFINWhileHeld(t *testing.T) {
+	l := startLoop(t)
+	r := newRecorder()
+	front := listen(t)
+	up := listen(t)
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		c.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+		return nil
+	}}
+	client, err := d.Dial("tcp", front.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	fc, err := front.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := fc.(*net.TCPConn).File()
+	fc.Close()
+	fd, _ := unix.Dup(int(f.Fd()))
+	f.Close()
+	unix.SetNonblock(fd, true)
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096) // the loop's writes to the client block soon
+	addr := up.Addr().(*net.TCPAddr).AddrPort()
+	l.Do(func() { l.Proxy(fd, Upstream{Addr: addr}, r) })
+	u, err := up.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-r.connected
+	const size = 41000 // more than the client's buffer, less than the loop's socket's: not a multiple of the loop's reads
+	release := hold(l)
+	u.Write(make([]byte, size))
+	u.Close()
+	release()
+	hold(l)() // a round later: the loop took the events, and holds what the client has no room for
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, client)
+	if err != nil || n != size {
+		t.Fatalf("client read %d bytes, %v; want %d and EOF", n, err, size)
+	}
+	client.Close()
+	if e := r.end(t); e.Why != Done || e.Out != size {
+		t.Fatalf("ended %+v", e)
+	}
+}
+
+// TestResetPassedOn: an upstream's bytes and reset reach the loop in one round: the client gets
+// the bytes, then a reset, never a clean EOF (which would pass a truncated stream off as whole).
+func TestResetPassedOn(t *testing.T) {
+	l := startLoop(t)
+	r := newRecorder()
+	c, u := proxied(t, l, listen(t), Upstream{}, r)
+	c.Write([]byte("x"))
+	io.ReadFull(u, make([]byte, 1))
+	release := hold(l)
+	u.Write([]byte("abc"))
+	u.(*net.TCPConn).SetLinger(0)
+	u.Close()
+	release()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read %q, %v; want a reset", got, err)
+	}
+	if e := r.end(t); e.Why != Read {
+		t.Fatalf("ended %+v, want Read", e)
+	}
+}
+
+// TestWatchCloseSharedSocket: Watch.Close takes a listener out of the loop's epoll set even when
+// another descriptor keeps its socket open (as systemd's does for a socket it passed), so the
+// loop hears nothing of it after.
+func TestWatchCloseSharedSocket(t *testing.T) {
+	l := startLoop(t)
+	ln := listen(t)
+	f, err := ln.File() // another descriptor of the socket, kept open
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rc, _ := ln.SyscallConn()
+	calls := make(chan struct{}, 16)
+	w := l.Watch(rc, func(*Watch) bool { calls <- struct{}{}; return true })
+	w.Close()
+	ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String()) // queued on the socket f keeps open
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 2 { // two rounds of the loop
+		done := make(chan struct{})
+		l.Do(func() { close(done) })
+		<-done
+	}
+	if len(calls) != 0 {
+		t.Fatalf("ready called %d times after Close", len(calls))
 	}
 }

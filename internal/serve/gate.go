@@ -30,6 +30,8 @@ type gateListener struct {
 	log *slog.Logger
 	rc  syscall.RawConn // the TCP listening socket, for the kernel filter; nil for Unix sockets
 	kf  *kernelFilters  // where the eBPF filter of each service is, shared by its listeners
+	// adopted is the wrapper of a socket systemd passed, when the gate wraps its TCP listener.
+	adopted *adopted
 
 	mu      sync.Mutex  // guards what follows, read by /metrics and /config
 	backend string      // the kernel filter attached: "", "ebpf" or "cbpf"
@@ -43,12 +45,23 @@ func newGate(ln net.Listener, svc *service, log *slog.Logger, kf *kernelFilters)
 	if kf == nil {
 		kf = &kernelFilters{}
 	}
-	g := &gateListener{Listener: gate.NewListener(ln, nil, gate.Options{}), log: log, kf: kf}
 	inner := ln
-	if a, ok := ln.(*adopted); ok {
+	a, adopt := ln.(*adopted)
+	if adopt {
 		inner = a.Listener
 	}
-	if tl, ok := inner.(*net.TCPListener); ok {
+	tl, tcp := inner.(*net.TCPListener)
+	// A socket systemd passed is gated as the *net.TCPListener it is, so that the gate may accept
+	// from it without making a net.Conn (the event loops, the shed path); its wrapper is closed
+	// with it.
+	gated := ln
+	if adopt && tcp {
+		gated = tl
+	} else {
+		a = nil
+	}
+	g := &gateListener{Listener: gate.NewListener(gated, nil, gate.Options{}), log: log, kf: kf, adopted: a}
+	if tcp {
 		g.rc, _ = tl.SyscallConn()
 	}
 	return g, g.Configure(svc)
@@ -63,6 +76,9 @@ func (g *gateListener) Close() error {
 		kfilter.Detach(g.rc) // the socket may be gone already: nothing left to detach then
 	}
 	err := g.Listener.Close()
+	if g.adopted != nil {
+		g.adopted.Close() // its bookkeeping; the socket is closed already
+	}
 	g.closeEBPF()
 	g.backend = ""
 	return err

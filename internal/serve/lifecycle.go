@@ -45,8 +45,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.closeAll()
 	defer s.stopLoops() // once the connections are gone
+	looped := s.closeLoops()
 	s.mu.Lock()
-	open := len(s.conns) + s.loopConns
+	open := len(s.conns) + looped
 	s.mu.Unlock()
 	deadline, _ := ctx.Deadline()
 	s.log.Info("stopped accepting; draining open connections", "open", open, "deadline", deadline.Format(time.RFC3339))
@@ -59,8 +60,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
+	n := s.closeLoops()
 	s.mu.Lock()
-	n := len(s.conns) + s.loopConns
+	n += len(s.conns)
 	for c := range s.conns {
 		c.Close()
 	}

@@ -14,6 +14,8 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/peergate/peergate/gate"
@@ -51,10 +53,16 @@ func (s *Server) watch(p *port) bool {
 				s.loops, s.noLoops = nil, true
 				return false
 			}
-			l.SetRawWaits(!s.goPorts)
+			l.SetRawWaits(!s.goPorts && !s.goConns.Load())
 			s.loops = append(s.loops, l)
 			go l.Run()
 		}
+		s.loopMu.Lock()
+		if !s.loopClosing && !s.loopsHeld { // Serve returns once the drain is over, not before
+			s.loopsHeld = true
+			s.wg.Add(1)
+		}
+		s.loopMu.Unlock()
 	}
 	g := p.ln.(*gateListener)
 	for _, l := range s.loops {
@@ -64,10 +72,10 @@ func (s *Server) watch(p *port) bool {
 	return true
 }
 
-// unwatch stops the loops watching p's listener (being closed). Under s.mu.
+// unwatch stops the loops watching p's listener, before it is closed. Under s.mu.
 func (s *Server) unwatch(p *port) {
 	for _, w := range p.watches {
-		w.Loop().Do(w.Remove)
+		w.Close()
 	}
 	p.watches = nil
 }
@@ -153,7 +161,7 @@ func (lp *loopPort) ready(w *evloop.Watch) bool {
 		lp.wait = min(max(2*lp.wait, 5*time.Millisecond), time.Second)
 		s.log.Warn("accept failed; backing off", "listen", p.addr, "err", err, "wait", lp.wait)
 		w.Pause()
-		time.AfterFunc(lp.wait, func() { w.Loop().Do(w.Resume) })
+		time.AfterFunc(lp.wait, func() { w.Loop().Do(func() { w.Resume() }) })
 		return true
 	}
 	return true
@@ -167,18 +175,18 @@ func (lp *loopPort) drop() {
 	}
 }
 
-// waitSlot waits for a max_conns slot of svc, then resumes the paused watch holding it.
+// waitSlot waits until a max_conns slot of svc is free, then resumes the paused watch, which
+// takes a slot again before it accepts. (Holding the slot through the resume could keep it from
+// every loop: a resumed watch is called only when a connection is queued, and EPOLLEXCLUSIVE may
+// give that connection to another loop.)
 func (lp *loopPort) waitSlot(w *evloop.Watch, svc *service) {
 	select {
 	case svc.sem <- struct{}{}:
+		svc.release()
 	case <-lp.p.done:
 		return
 	}
-	w.Loop().Do(func() {
-		lp.drop()
-		lp.held = svc
-		w.Resume()
-	})
+	w.Loop().Do(func() { w.Resume() })
 }
 
 // loopConn hands on a connection the gate let in: proxied by the loop, or else made a net.Conn
@@ -207,9 +215,32 @@ func (s *Server) loopConn(p *port, loop *evloop.Loop, sock gate.Socket, pre *ser
 	h := &loopConn{s: s, svc: svc, sock: sock, start: time.Now()}
 	svc.m.active.Inc()
 	if svc.LogAllowed {
-		svc.log.Info("allowed", "peer", sock.Peer.String(), "listen", p.ln.Addr().String())
+		svc.log.Info("allowed", "peer", sock.Peer.String(), "listen", sockName(sock.FD, p))
 	}
 	loop.Proxy(sock.FD, up, h)
+}
+
+// sockName is the local address of the connected socket fd, as net.Conn's LocalAddr shows it:
+// on a wildcard listener, the address the client connected to (else the listener's).
+func sockName(fd int, p *port) string {
+	sa, _ := unix.Getsockname(fd)
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)).String()
+	case *unix.SockaddrInet6:
+		return (&net.TCPAddr{IP: sa.Addr[:], Port: sa.Port, Zone: zoneName(sa.ZoneId)}).String()
+	}
+	return p.ln.Addr().String()
+}
+
+func zoneName(id uint32) string {
+	if id == 0 {
+		return ""
+	}
+	if ifi, err := net.InterfaceByIndex(int(id)); err == nil {
+		return ifi.Name
+	}
+	return ""
 }
 
 // loopUpstream is where a loop proxies svc's connections to: ok only when a loop can (a TCP
@@ -230,6 +261,8 @@ func loopUpstream(svc *service) (evloop.Upstream, bool) {
 }
 
 // goConn hands a connection the loop does not proxy to a goroutine, as the goroutine path would.
+// From then on goroutines do network I/O in this process: the loops hand their Ps back on every
+// wait (see SetRawWaits).
 func (s *Server) goConn(p *port, sock gate.Socket, pre, svc *service) {
 	c, err := fileConn(sock.FD)
 	if err != nil {
@@ -238,6 +271,10 @@ func (s *Server) goConn(p *port, sock gate.Socket, pre, svc *service) {
 		pre.release()
 		return
 	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetKeepAlive(false) // net.FileConn turns on its default; handle sets the service's
+	}
+	s.goroutinesToo()
 	go func() {
 		defer sock.Release()
 		if svc != pre {
@@ -254,11 +291,27 @@ func (s *Server) goConn(p *port, sock gate.Socket, pre, svc *service) {
 	}()
 }
 
-// trackLoop counts a connection a loop proxies, for drain; it fails once shutdown has begun.
-func (s *Server) trackLoop() bool {
+// goroutinesToo turns the loops' raw waits off once goroutines do network I/O too (see
+// evloop.Loop.SetRawWaits).
+func (s *Server) goroutinesToo() {
+	if s.goConns.Load() {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
+	s.goConns.Store(true)
+	for _, l := range s.loops {
+		l.SetRawWaits(false)
+	}
+}
+
+// trackLoop counts a connection a loop proxies, for drain; it fails once shutdown has begun.
+// Not under s.mu, which a reload holds for as long as it loads kernel filters: the loop would
+// stand still meanwhile, with every connection on it.
+func (s *Server) trackLoop() bool {
+	s.loopMu.Lock()
+	defer s.loopMu.Unlock()
+	if s.loopClosing {
 		return false
 	}
 	s.loopConns++
@@ -267,10 +320,26 @@ func (s *Server) trackLoop() bool {
 }
 
 func (s *Server) untrackLoop() {
-	s.mu.Lock()
+	s.loopMu.Lock()
 	s.loopConns--
-	s.mu.Unlock()
+	s.loopMu.Unlock()
 	s.wg.Done()
+}
+
+// closeLoops refuses the loops new connections (Shutdown), and gives back the Server's own
+// count in its WaitGroup that the running loops held, so that Serve returns once the drain is
+// over, as it does when its accept goroutines end. It returns the connections the loops proxy.
+func (s *Server) closeLoops() int {
+	s.loopMu.Lock()
+	defer s.loopMu.Unlock()
+	if !s.loopClosing {
+		s.loopClosing = true
+		if s.loopsHeld {
+			s.loopsHeld = false
+			s.wg.Done()
+		}
+	}
+	return s.loopConns
 }
 
 // loopConn is the evloop.Handler of one proxied connection: metrics, logs, slots.
@@ -284,8 +353,13 @@ type loopConn struct {
 func (h *loopConn) Connected(took time.Duration) { h.svc.m.upLatency.Observe(took.Seconds()) }
 
 func (h *loopConn) Failed(err error) {
-	h.svc.m.upFail.Inc()
-	h.svc.log.Error("upstream connect failed", "peer", h.sock.Peer.String(), "upstream", h.svc.Upstream, "err", err)
+	if errors.Is(err, evloop.ErrAborted) { // the drain deadline came before the upstream accepted
+		h.svc.m.aborts[endDrain].Inc()
+		logEnd(h.svc, h.sock.Peer.String, h.start, 0, 0, endDrain, false)
+	} else {
+		h.svc.m.upFail.Inc()
+		h.svc.log.Error("upstream connect failed", "peer", h.sock.Peer.String(), "upstream", h.svc.Upstream, "err", err)
+	}
 	h.done()
 }
 
@@ -318,10 +392,17 @@ func fileConn(fd int) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
-// loopsState is what a Server keeps of its event loops, under its mu.
+// loopsState is what a Server keeps of its event loops.
 type loopsState struct {
-	loops     []*evloop.Loop
-	loopConns int  // connections the loops proxy, open
-	goPorts   bool // some port is on the goroutine path: loops give up their P on every wait
-	noLoops   bool // no event loop could be made: every port is on the goroutine path
+	// Under the Server's mu:
+	loops   []*evloop.Loop
+	goPorts bool // some port is on the goroutine path: loops give up their P on every wait
+	noLoops bool // no event loop could be made: every port is on the goroutine path
+
+	goConns atomic.Bool // a loop handed a connection to a goroutine: loops give up their P too
+
+	loopMu      sync.Mutex // guards what follows
+	loopConns   int        // connections the loops proxy, open
+	loopClosing bool       // shutdown has begun: no more
+	loopsHeld   bool       // the running loops hold one count of the Server's WaitGroup
 }

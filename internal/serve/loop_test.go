@@ -203,8 +203,9 @@ func TestLoopHandsOn(t *testing.T) {
 	waitFor(t, "the port on the goroutine path", func() bool { return !onLoops(s, "s") })
 }
 
-// TestLoopDrain: at shutdown a loop's open connection may finish until the drain deadline, and
-// is reset then.
+// TestLoopDrain: Serve runs until Shutdown (no accept goroutine holds it when the loops serve
+// every port); at shutdown a loop's open connection may finish until the drain deadline, and is
+// reset then.
 func TestLoopDrain(t *testing.T) {
 	needLoops(t)
 	cfg := filepath.Join(t.TempDir(), "serve.yaml")
@@ -225,6 +226,11 @@ func TestLoopDrain(t *testing.T) {
 	defer c.Close()
 	if !echo(c, "x") {
 		t.Fatal("no echo")
+	}
+	select {
+	case <-done:
+		t.Fatal("Serve returned before Shutdown")
+	default:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()

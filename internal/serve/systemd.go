@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 
 	"github.com/peergate/peergate/internal/config"
 	"github.com/peergate/peergate/internal/sockenv"
@@ -142,15 +140,6 @@ type adopted struct {
 	net.Listener
 	s    *inherited
 	once sync.Once
-}
-
-// SyscallConn is the inherited listener's (for a TCP one), so that the gate can accept from its
-// socket without making a net.Conn (the event loops, the shed path).
-func (l *adopted) SyscallConn() (syscall.RawConn, error) {
-	if sc, ok := l.Listener.(syscall.Conn); ok {
-		return sc.SyscallConn()
-	}
-	return nil, errors.ErrUnsupported
 }
 
 func (l *adopted) Close() error {
