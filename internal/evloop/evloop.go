@@ -15,6 +15,12 @@
 // half-close, resets both sides when a read or write fails or a write stalls for the idle
 // timeout, closes a connection quiet both ways for the idle timeout, and gives up a connect after
 // the connect timeout. What it cannot do (PROXY headers, spawning) stays with package serve.
+//
+// Reads are edge-triggered: a read shorter than the buffer took all the socket had, and the next
+// bytes bring a new edge. One case breaks that rule: a read stops short at TCP urgent data (the
+// MSG_OOB byte of telnet's interrupt), and the bytes after it wait for the peer's next bytes (or
+// the idle timeout), where the goroutine path would pass them at once. Both paths drop the
+// urgent byte itself, as a plain read does.
 package evloop
 
 import (
