@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,8 +29,14 @@ import (
 // goroutine path.
 var useLoops = evloop.Available && os.Getenv("PEERGATE_EVENT_LOOPS") != "0"
 
-// numLoops is how many event loops a server runs: one per CPU that Go may use, up to 4.
-func numLoops() int { return min(runtime.GOMAXPROCS(0), 4) }
+// numLoops is how many event loops a server runs: PEERGATE_EVENT_LOOPS when it is a number from
+// 1 to 64, else one per CPU that Go may use, up to 4.
+func numLoops() int {
+	if n, err := strconv.Atoi(os.Getenv("PEERGATE_EVENT_LOOPS")); err == nil && n >= 1 && n <= 64 {
+		return n
+	}
+	return min(runtime.GOMAXPROCS(0), 4)
+}
 
 // acceptBatch is the most connections a loop accepts from one listener before it serves others.
 const acceptBatch = 64
