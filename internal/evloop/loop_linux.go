@@ -314,27 +314,25 @@ func (w *Watch) Resume() bool {
 // once it returns the loop takes no event of it. (Closing a listener takes it out of the epoll
 // set only when no other descriptor shares its socket, as a socket-activated one's does.)
 func (w *Watch) Close() {
+	w.unwatch()
+	w.l.Do(w.Remove) // the loop's table
+}
+
+// unwatch takes the listener out of the epoll set for good.
+func (w *Watch) unwatch() {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	if !w.removed {
 		w.removed = true
 		if !w.paused {
 			w.ctl(unix.EPOLL_CTL_DEL)
 		}
 	}
-	w.mu.Unlock()
-	w.l.Do(w.Remove) // the loop's table
 }
 
 // Remove stops watching the listener for good. On the loop's thread.
 func (w *Watch) Remove() {
-	w.mu.Lock()
-	if !w.removed {
-		w.removed = true
-		if !w.paused {
-			w.ctl(unix.EPOLL_CTL_DEL)
-		}
-	}
-	w.mu.Unlock()
+	w.unwatch()
 	if w.i < len(w.l.watches) && w.l.watches[w.i] == w {
 		w.l.watches[w.i] = nil
 	}

@@ -64,12 +64,12 @@ func listen(t *testing.T) *net.TCPListener {
 	return ln.(*net.TCPListener)
 }
 
-// proxied connects a client to a socket the loop proxies to up, and returns the client's end and
-// the upstream's accepted end.
-func proxied(t *testing.T, l *Loop, up *net.TCPListener, u Upstream, h Handler) (client, upstream net.Conn) {
+// accepted connects a client with d and returns its end and the accepted socket, non-blocking,
+// as a loop takes it.
+func accepted(t *testing.T, d *net.Dialer) (client net.Conn, fd int) {
 	t.Helper()
 	front := listen(t)
-	client, err := net.Dial("tcp", front.Addr().String())
+	client, err := d.Dial("tcp", front.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,12 +83,21 @@ func proxied(t *testing.T, l *Loop, up *net.TCPListener, u Upstream, h Handler) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd, err := unix.Dup(int(f.Fd()))
+	fd, err = unix.Dup(int(f.Fd()))
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	unix.SetNonblock(fd, true)
+	return client, fd
+}
+
+// proxied connects a client to a socket the loop proxies to up, and returns the client's end and
+// the upstream's accepted end.
+func proxied(t *testing.T, l *Loop, up *net.TCPListener, u Upstream, h Handler) (client, upstream net.Conn) {
+	t.Helper()
+	client, fd := accepted(t, &net.Dialer{})
+	var err error
 	if up == nil {
 		l.Do(func() { l.Proxy(fd, u, h) })
 		return client, nil
@@ -329,26 +338,12 @@ func hold(l *Loop) (release func()) {
 func TestFINWhileHeld(t *testing.T) {
 	l := startLoop(t)
 	r := newRecorder()
-	front := listen(t)
 	up := listen(t)
 	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		c.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
 		return nil
 	}}
-	client, err := d.Dial("tcp", front.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	fc, err := front.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, _ := fc.(*net.TCPConn).File()
-	fc.Close()
-	fd, _ := unix.Dup(int(f.Fd()))
-	f.Close()
-	unix.SetNonblock(fd, true)
+	client, fd := accepted(t, &d)
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096) // the loop's writes to the client block soon
 	addr := up.Addr().(*net.TCPAddr).AddrPort()
 	l.Do(func() { l.Proxy(fd, Upstream{Addr: addr}, r) })

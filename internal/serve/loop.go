@@ -370,18 +370,14 @@ func (h *loopConn) Failed(err error) {
 	h.done()
 }
 
-// loopEnds are the ends of package serve by evloop.Why.
-var loopEnds = [...]end{evloop.Done: endDone, evloop.Idle: endIdle, evloop.Read: endRead, evloop.Write: endWrite, evloop.Drain: endDrain}
-
 func (h *loopConn) Ended(e evloop.End) {
 	svc := h.svc
 	svc.m.bytesIn.Add(float64(e.In))
 	svc.m.bytesOut.Add(float64(e.Out))
-	why := loopEnds[e.Why]
-	if why != endDone {
-		svc.m.aborts[why].Inc()
+	if e.Why != endDone {
+		svc.m.aborts[e.Why].Inc()
 	}
-	logEnd(svc, h.sock.Peer.String, h.start, e.In, e.Out, why, e.ClientFirst)
+	logEnd(svc, h.sock.Peer.String, h.start, e.In, e.Out, e.Why, e.ClientFirst)
 	h.done()
 }
 

@@ -44,22 +44,11 @@ func onLoops(s *Server, name string) bool {
 func TestLoopPath(t *testing.T) {
 	needLoops(t)
 	upConns := make(chan struct{}, 16)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			upConns <- struct{}{}
-			go func() { defer c.Close(); io.Copy(c, c) }() // echo until EOF, then close
-		}
-	}()
-	s, addr := start(t, ln.Addr().String(), "")
+	up := upstreamFunc(t, func(c net.Conn) {
+		upConns <- struct{}{}
+		io.Copy(c, c) // echo until EOF, then close
+	})
+	s, addr := start(t, up, "")
 	waitFor(t, "the service on the event loops", func() bool { return onLoops(s, "p") })
 	c, err := dialFrom("127.0.0.1", addr)
 	if err != nil {
@@ -136,28 +125,14 @@ func echo(c net.Conn, s string) bool {
 func TestLoopHandsOn(t *testing.T) {
 	needLoops(t)
 	lines := make(chan string, 4)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				line, _ := bufio.NewReader(c).ReadString('\n')
-				lines <- line
-				io.WriteString(c, "ok")
-			}()
-		}
-	}()
+	up := upstreamFunc(t, func(c net.Conn) {
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		lines <- line
+		io.WriteString(c, "ok")
+	})
 	cfg := func(extra string) string {
 		return fmt.Sprintf("acls:\n  a: {default: deny, allow: [127.0.0.1, 192.0.2.0/24]}\nservices:\n  - name: s\n    listen: [\"127.0.0.1:0\"]\n"+
-			"    acl: a\n    upstream: %s\n%s", ln.Addr(), extra)
+			"    acl: a\n    upstream: %s\n%s", up, extra)
 	}
 	s := startLogged(t, cfg(""), slog.NewTextHandler(io.Discard, nil))
 	addr := s.Addrs()["s"][0].String()

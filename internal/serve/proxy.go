@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/peergate/peergate/internal/config"
+	"github.com/peergate/peergate/internal/evloop"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,16 +40,17 @@ func keepAlive(d time.Duration) time.Duration {
 	return d
 }
 
-// end is why a pipe ended.
-type end int
+// end is why a pipe ended: the same ends, with the same meaning, on the goroutine path and the
+// event loops' (evloop.Why).
+type end = evloop.Why
 
 const (
-	endDone  end = iota // both ways reached EOF
-	endIdle             // quiet both ways for the idle timeout: both closed
-	endRead             // a read failed (say, a peer's reset): both reset
-	endWrite            // a write failed, or made no progress for the idle timeout: both reset
-	endDrain            // closed by the drain deadline at shutdown: both reset
-	nEnds
+	endDone  = evloop.Done  // both ways reached EOF
+	endIdle  = evloop.Idle  // quiet both ways for the idle timeout: both closed
+	endRead  = evloop.Read  // a read failed (say, a peer's reset): both reset
+	endWrite = evloop.Write // a write failed, or made no progress for the idle timeout: both reset
+	endDrain = evloop.Drain // closed by the drain deadline at shutdown: both reset
+	nEnds    = endDrain + 1
 )
 
 // abortReasons are the reason labels of peergate_proxy_aborts_total, by end.

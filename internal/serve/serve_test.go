@@ -21,8 +21,9 @@ func scale(n int) int {
 	return n / 10
 }
 
-// upstream runs an in-process upstream: "echo" echoes, "flood" writes without end.
-func upstream(t *testing.T, kind string) string {
+// upstreamFunc runs an in-process upstream that hands each connection to serve, in a goroutine
+// of its own, and closes it after; it returns the upstream's address.
+func upstreamFunc(t *testing.T, serve func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -37,21 +38,29 @@ func upstream(t *testing.T, kind string) string {
 			}
 			go func() {
 				defer c.Close()
-				if kind == "flood" {
-					buf := make([]byte, 64<<10)
-					for {
-						if _, err := c.Write(buf); err != nil {
-							return
-						}
-					}
-				}
-				// Not io.Copy(c, c): that splices, and the pipes Go pools for splicing come and
-				// go with the garbage collector, which would make the fd counts below wander.
-				io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 32<<10))
+				serve(c)
 			}()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// upstream runs an in-process upstream: "echo" echoes, "flood" writes without end.
+func upstream(t *testing.T, kind string) string {
+	t.Helper()
+	return upstreamFunc(t, func(c net.Conn) {
+		if kind == "flood" {
+			buf := make([]byte, 64<<10)
+			for {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		}
+		// Not io.Copy(c, c): that splices, and the pipes Go pools for splicing come and
+		// go with the garbage collector, which would make the fd counts below wander.
+		io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 32<<10))
+	})
 }
 
 // start runs a Server for a one-service proxy config and returns its address.
