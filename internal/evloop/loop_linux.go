@@ -21,7 +21,6 @@ const Available = true
 
 const (
 	bufSize   = 16 << 10 // a copy buffer, one per direction that copies
-	chunk     = 1 << 20  // the most one splice moves, and the size of the kernel pipes
 	maxEvents = 256
 	busyFor   = 50 * time.Millisecond // after the last event, wait without giving up the P this long
 	rawWaitMS = 10                    // the longest such wait, in ms: the runtime's other work waits this long
@@ -52,7 +51,7 @@ type Loop struct {
 	sweep   int64 // when to sweep next
 	tick    int64 // sweep interval: an eighth of the smallest timeout of the open connections
 	bufs    [][]byte
-	pipes   []*kpipe
+	pipes   []*Pipe
 	closing []int // sockets of connections ended this round, closed once its events are handled
 }
 
@@ -227,7 +226,7 @@ func (l *Loop) close() {
 	unix.Close(l.wake)
 	l.mu.Unlock()
 	for _, kp := range l.pipes {
-		kp.close()
+		kp.Close()
 	}
 	close(l.done)
 }
@@ -363,7 +362,7 @@ type side struct {
 	up     bool   // the upstream's socket
 	buf    []byte // copying: what was read, buf[off:n] not yet written
 	off, n int
-	kp     *kpipe // splicing: the pipe, with what it holds
+	kp     *Pipe // splicing: the pipe, with what it holds
 	splice bool
 	eof    bool  // the read side reached EOF
 	fin    bool  // the peer's FIN came (EPOLLRDHUP without EPOLLERR): a short read is then the end
@@ -378,7 +377,7 @@ func (s *side) stalled(now, d int64) bool { return s.held() > 0 && now-s.since >
 
 func (s *side) held() int {
 	if s.kp != nil {
-		return s.kp.held
+		return s.kp.Held
 	}
 	return s.n - s.off
 }
@@ -596,9 +595,9 @@ func (l *Loop) fill(s *side) (int, error) {
 				return l.fill(s)
 			}
 		}
-		n, err := unix.Splice(s.fd, nil, s.kp.w, nil, chunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := unix.Splice(s.fd, nil, s.kp.W, nil, PipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		if n > 0 {
-			s.kp.held += int(n)
+			s.kp.Held += int(n)
 		}
 		return int(n), err
 	}
@@ -626,7 +625,7 @@ func (l *Loop) flush(s *side) bool {
 		var err error
 		if s.kp != nil {
 			var m int64
-			m, err = unix.Splice(s.kp.r, nil, p.fd, nil, s.kp.held, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			m, err = unix.Splice(s.kp.R, nil, p.fd, nil, s.kp.Held, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 			n = int(m)
 		} else {
 			flags := uintptr(unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL)
@@ -641,7 +640,7 @@ func (l *Loop) flush(s *side) bool {
 		}
 		if n > 0 {
 			if s.kp != nil {
-				s.kp.held -= n
+				s.kp.Held -= n
 			} else {
 				s.off += n
 			}
@@ -779,36 +778,20 @@ func (l *Loop) getBuf() []byte {
 	return make([]byte, bufSize)
 }
 
-// kpipe is a kernel pipe for splicing, with what it holds.
-type kpipe struct {
-	r, w int
-	held int
-}
-
-func (kp *kpipe) close() {
-	unix.Close(kp.r)
-	unix.Close(kp.w)
-}
-
-func (l *Loop) getPipe() *kpipe {
+func (l *Loop) getPipe() *Pipe {
 	if n := len(l.pipes); n > 0 {
 		kp := l.pipes[n-1]
 		l.pipes = l.pipes[:n-1]
 		return kp
 	}
-	var fds [2]int
-	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return nil
-	}
-	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, chunk) // as net does; a smaller pipe works too
-	return &kpipe{r: fds[0], w: fds[1]}
+	return NewPipe()
 }
 
 // putPipe pools kp, or closes it when it still holds bytes (a connection that failed mid-write).
-func (l *Loop) putPipe(kp *kpipe) {
-	if kp.held == 0 && len(l.pipes) < 64 {
+func (l *Loop) putPipe(kp *Pipe) {
+	if kp.Held == 0 && len(l.pipes) < 64 {
 		l.pipes = append(l.pipes, kp)
 		return
 	}
-	kp.close()
+	kp.Close()
 }

@@ -18,7 +18,7 @@ import (
 )
 
 // chunk is the most one splice moves, and the size of the kernel pipes it moves them through.
-const chunk = 1 << 20
+const chunk = evloop.PipeSize
 
 // dialUpstream connects to a service's upstream within its connect timeout.
 func dialUpstream(ctx context.Context, s *config.Service) (net.Conn, error) {
@@ -273,11 +273,11 @@ func newSpliceMover(dst, src net.Conn) mover {
 	m := &spliceMover{dst: drc, src: src2, kp: kp}
 	// Made once: a closure made at each call would cost allocations at every step.
 	m.in = func(fd uintptr) bool {
-		m.n, m.serr = spliceEINTR(int(fd), m.kp.w, chunk)
+		m.n, m.serr = spliceEINTR(int(fd), m.kp.W, chunk)
 		return m.serr != unix.EAGAIN
 	}
 	m.out = func(fd uintptr) bool {
-		m.n, m.serr = spliceEINTR(m.kp.r, int(fd), m.kp.held)
+		m.n, m.serr = spliceEINTR(m.kp.R, int(fd), m.kp.Held)
 		return m.serr != unix.EAGAIN
 	}
 	return m
@@ -296,14 +296,14 @@ func (m *spliceMover) fill() (int, error) {
 		err = io.EOF
 	}
 	if n > 0 {
-		m.kp.held += n
+		m.kp.Held += n
 	}
 	return n, err
 }
 
 func (m *spliceMover) flush() (int, error) {
 	written := 0
-	for m.kp.held > 0 {
+	for m.kp.Held > 0 {
 		m.n, m.serr = 0, nil
 		err := m.dst.Write(m.out)
 		if err == nil {
@@ -311,7 +311,7 @@ func (m *spliceMover) flush() (int, error) {
 		}
 		if n := int(m.n); n > 0 {
 			written += n
-			m.kp.held -= n
+			m.kp.Held -= n
 		}
 		if err != nil {
 			return written, err
@@ -331,11 +331,10 @@ func spliceEINTR(from, to, n int) (int64, error) {
 	}
 }
 
-// kpipe is a kernel pipe for splicing, with what it holds.
+// kpipe is a kernel pipe for splicing, with what it holds, in the pool.
 type kpipe struct {
-	r, w    int
-	held    int
-	cleanup runtime.Cleanup // closes r and w once the pool drops the pipe
+	*evloop.Pipe
+	cleanup runtime.Cleanup // closes it once the pool drops the pipe
 }
 
 // kpipes pools pipes, as net does for its splices: a proxied connection would otherwise cost two
@@ -346,25 +345,23 @@ func getPipe() *kpipe {
 	if kp, ok := kpipes.Get().(*kpipe); ok {
 		return kp
 	}
-	var fds [2]int
-	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+	p := evloop.NewPipe()
+	if p == nil {
 		return nil
 	}
-	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, chunk) // as net does; a smaller pipe works too
-	kp := &kpipe{r: fds[0], w: fds[1]}
-	kp.cleanup = runtime.AddCleanup(kp, func(fds [2]int) { unix.Close(fds[0]); unix.Close(fds[1]) }, fds)
+	kp := &kpipe{Pipe: p}
+	kp.cleanup = runtime.AddCleanup(kp, (*evloop.Pipe).Close, p)
 	return kp
 }
 
 // putPipe pools kp, or closes it when it still holds bytes (a connection that failed mid-write).
 func putPipe(kp *kpipe) {
-	if kp.held == 0 {
+	if kp.Held == 0 {
 		kpipes.Put(kp)
 		return
 	}
 	kp.cleanup.Stop()
-	unix.Close(kp.r)
-	unix.Close(kp.w)
+	kp.Close()
 }
 
 // local reports whether c's peer is on this host (a loopback address or a Unix socket). Data bound
