@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"syscall"
 	"testing"
 
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/internal/acltest"
 	"golang.org/x/net/bpf"
-	"golang.org/x/sys/unix"
 )
 
 // The programs are checked in the classic BPF VM of golang.org/x/net/bpf, which has no SKF_NET_OFF
@@ -105,16 +105,16 @@ func (v *vm) expect(t testing.TB, src netip.Addr, want acl.Action, by string) in
 	switch {
 	case src.Is4():
 		forms = append(forms, src)
-		if v.family == unix.AF_INET6 {
+		if v.family == syscall.AF_INET6 {
 			forms = append(forms, netip.AddrFrom16(src.As16()))
 		}
 	case src.Is4In6():
-		if v.family == unix.AF_INET6 {
+		if v.family == syscall.AF_INET6 {
 			forms = append(forms, src, src.Unmap())
 		} else {
 			forms = append(forms, src.Unmap())
 		}
-	case v.family == unix.AF_INET6:
+	case v.family == syscall.AF_INET6:
 		forms = append(forms, src)
 	}
 	for _, f := range forms {
@@ -130,7 +130,7 @@ func (v *vm) expect(t testing.TB, src netip.Addr, want acl.Action, by string) in
 // unix checks have no packet.
 func TestCompileVectors(t *testing.T) {
 	acltest.Run(t, func(t *testing.T, a *acl.ACL, cases []acltest.Case) {
-		for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		for _, family := range []int{syscall.AF_INET, syscall.AF_INET6} {
 			v := newVM(t, a, family)
 			for _, c := range cases {
 				if !c.Unix {
@@ -142,7 +142,7 @@ func TestCompileVectors(t *testing.T) {
 }
 
 func familyName(f int) string {
-	if f == unix.AF_INET {
+	if f == syscall.AF_INET {
 		return "AF_INET"
 	}
 	return "AF_INET6"
@@ -158,7 +158,7 @@ func TestCompileMatchesDecide(t *testing.T) {
 			for range 3 {
 				a := acl.MustNew(acl.Spec{Default: acl.Action(r.IntN(2)), Rules: acltest.Rules(r, shape, n)})
 				probes := append(acltest.RangeEdges(r, a, 0), acltest.Addrs(r, 2000)...)
-				for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+				for _, family := range []int{syscall.AF_INET, syscall.AF_INET6} {
 					raw, err := compile(a, family, 0)
 					if errors.Is(err, ErrTooLarge) {
 						t.Logf("%s, %d rules, %s: %v", shape, n, familyName(family), err)
@@ -208,7 +208,7 @@ func TestCompileEdgeCases(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := acl.MustNew(tc.spec)
-			for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+			for _, family := range []int{syscall.AF_INET, syscall.AF_INET6} {
 				v := newVM(t, a, family)
 				for _, s := range tc.addrs {
 					v.check(t, a, netip.MustParseAddr(s))
@@ -221,7 +221,7 @@ func TestCompileEdgeCases(t *testing.T) {
 // TestCompileOtherPackets: what is not IPv4 or IPv6 is kept, for the userspace check to decide.
 func TestCompileOtherPackets(t *testing.T) {
 	a := acl.MustNew(acl.Spec{Default: acl.Deny})
-	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+	for _, family := range []int{syscall.AF_INET, syscall.AF_INET6} {
 		v := newVM(t, a, family)
 		for _, first := range []byte{0x00, 0x50, 0x70, 0xf5} {
 			pkt := make([]byte, 60)
@@ -231,7 +231,7 @@ func TestCompileOtherPackets(t *testing.T) {
 			}
 		}
 		// An IPv6 packet on an AF_INET socket cannot happen; the IPv4 program leaves it to userspace.
-		if family == unix.AF_INET {
+		if family == syscall.AF_INET {
 			if got := v.decide(t, packet(netip.MustParseAddr("2001:db8::1"))); got != acl.Allow {
 				t.Errorf("AF_INET: IPv6 packet: %v, want kept", got)
 			}
@@ -241,15 +241,15 @@ func TestCompileOtherPackets(t *testing.T) {
 
 func TestCompileErrors(t *testing.T) {
 	a := acl.MustNew(acl.Spec{Default: acl.Allow})
-	if _, err := Compile(a, unix.AF_UNIX); !errors.Is(err, ErrFamily) {
+	if _, err := Compile(a, syscall.AF_UNIX); !errors.Is(err, ErrFamily) {
 		t.Errorf("AF_UNIX: %v, want ErrFamily", err)
 	}
-	if _, err := Compile(nil, unix.AF_INET); !errors.Is(err, ErrNoACL) {
+	if _, err := Compile(nil, syscall.AF_INET); !errors.Is(err, ErrNoACL) {
 		t.Errorf("nil ACL: %v, want ErrNoACL", err)
 	}
 	// A 1M-rule blocklist is refused at once, before any code is generated.
 	rules := acltest.Seeded(acltest.V4, 100_000, 1)
-	if _, err := Compile(acl.MustNew(acl.Spec{Default: acl.Allow, Rules: rules}), unix.AF_INET); !errors.Is(err, ErrTooLarge) {
+	if _, err := Compile(acl.MustNew(acl.Spec{Default: acl.Allow, Rules: rules}), syscall.AF_INET); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("100k rules: %v, want ErrTooLarge", err)
 	}
 }
@@ -257,7 +257,7 @@ func TestCompileErrors(t *testing.T) {
 // TestCompileUsesNetOff: the kernel's program loads every byte through SKF_NET_OFF.
 func TestCompileUsesNetOff(t *testing.T) {
 	a := acl.MustNew(acl.Spec{Default: acl.Deny, Rules: acltest.Seeded(acltest.Mixed, 200, 5)})
-	raw, err := Compile(a, unix.AF_INET6)
+	raw, err := Compile(a, syscall.AF_INET6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,13 +321,13 @@ func TestLargestThatFits(t *testing.T) {
 		kind   string
 		family int
 	}{
-		{"v4/32", unix.AF_INET},
-		{"v4/24", unix.AF_INET},
-		{"v4/32", unix.AF_INET6},
-		{"v6/128", unix.AF_INET6},
-		{"v6/64", unix.AF_INET6},
-		{"v6/48", unix.AF_INET6},
-		{"v6/128 in one /64", unix.AF_INET6},
+		{"v4/32", syscall.AF_INET},
+		{"v4/24", syscall.AF_INET},
+		{"v4/32", syscall.AF_INET6},
+		{"v6/128", syscall.AF_INET6},
+		{"v6/64", syscall.AF_INET6},
+		{"v6/48", syscall.AF_INET6},
+		{"v6/128 in one /64", syscall.AF_INET6},
 	} {
 		t.Run(fmt.Sprintf("%s/%s", familyName(tc.family), tc.kind), func(t *testing.T) {
 			all := blocklist(tc.kind, 8192)

@@ -12,7 +12,6 @@ import (
 	"github.com/peergate/peergate/gate"
 	"github.com/peergate/peergate/gate/kfilter"
 	"golang.org/x/net/bpf"
-	"golang.org/x/sys/unix"
 )
 
 // A listener drops the SYNs of denied peers in the kernel and still judges every accepted
@@ -48,7 +47,7 @@ func ExampleCompile() {
 		Default: acl.Allow,
 		Rules:   []acl.Rule{{Prefix: netip.MustParsePrefix("127.0.0.2/32"), Action: acl.Deny}},
 	})
-	raw, err := kfilter.Compile(rules, unix.AF_INET)
+	raw, err := kfilter.Compile(rules, syscall.AF_INET)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -4,11 +4,11 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/netip"
+	"syscall"
 	"testing"
 
 	"github.com/peergate/peergate/acl"
 	"github.com/peergate/peergate/internal/acltest"
-	"golang.org/x/sys/unix"
 )
 
 // FuzzCompile builds an ACL from arbitrary bytes, compiles it for both families and compares the
@@ -66,7 +66,7 @@ func FuzzCompile(f *testing.F) {
 		if len(data) >= 16 {
 			probes = append(probes, netip.AddrFrom16([16]byte(data[:16])))
 		}
-		for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		for _, family := range []int{syscall.AF_INET, syscall.AF_INET6} {
 			raw, err := compile(a, family, 0)
 			if errors.Is(err, ErrTooLarge) {
 				continue
