@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// tcpAccepter is the rawAccepter of a TCP listener: accept4(2) on its socket, which does not
+// tcpAccepter is the rawAccepter of a *net.TCPListener: accept4(2) on its socket, which does not
 // wait. A listener's RawConn offers only Control (no waiting Read), so when no connection is
 // queued the shed path waits in the listener's own Accept, and judges that one connection the
 // usual way. Under a flood the queue is rarely empty.
