@@ -39,6 +39,14 @@ func (h countingHandler) count(msg string) int {
 // startLogged runs a Server for the config text, logging to h, and returns it.
 func startLogged(t *testing.T, text string, h slog.Handler) *Server {
 	t.Helper()
+	s, _ := serving(t, text, h)
+	return s
+}
+
+// serving runs a Server for the config text, logging to h, and returns it with a channel closed
+// when its Serve returns. The test's cleanup shuts it down unless Serve has returned already.
+func serving(t *testing.T, text string, h slog.Handler) (*Server, <-chan struct{}) {
+	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "serve.yaml")
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -50,12 +58,17 @@ func startLogged(t *testing.T, text string, h slog.Handler) *Server {
 	done := make(chan struct{})
 	go func() { s.Serve(); close(done) }()
 	t.Cleanup(func() {
+		select {
+		case <-done:
+			return
+		default:
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s.Shutdown(ctx)
 		<-done
 	})
-	return s
+	return s, done
 }
 
 // closedPort returns a loopback address nothing listens on.

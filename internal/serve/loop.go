@@ -25,8 +25,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// useLoops, cleared by tests and by PEERGATE_EVENT_LOOPS=0, puts every listener on the
-// goroutine path.
+// useLoops is false where there are no event loops, and with PEERGATE_EVENT_LOOPS=0: then every
+// listener is on the goroutine path.
 var useLoops = evloop.Available && os.Getenv("PEERGATE_EVENT_LOOPS") != "0"
 
 // numLoops is how many event loops a server runs: PEERGATE_EVENT_LOOPS when it is a number from
@@ -111,7 +111,8 @@ func (s *Server) toGoroutines(p *port) {
 	s.startGoroutines(p)
 }
 
-// loopPort is one loop's watch of a port, with the max_conns slot it holds for the next accept.
+// loopPort is one loop's watch of a port, with the max_conns slot it holds, within one ready
+// call, for its next accept.
 type loopPort struct {
 	s    *Server
 	p    *port

@@ -183,17 +183,8 @@ func TestLoopHandsOn(t *testing.T) {
 // reset then.
 func TestLoopDrain(t *testing.T) {
 	needLoops(t)
-	cfg := filepath.Join(t.TempDir(), "serve.yaml")
 	text := fmt.Sprintf("acls:\n  lo: {default: deny, allow: [127.0.0.1]}\nservices:\n  - {name: p, listen: [\"127.0.0.1:0\"], acl: lo, upstream: %s}\n", upstream(t, "echo"))
-	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { s.Serve(); close(done) }()
+	s, done := serving(t, text, slog.NewTextHandler(io.Discard, nil))
 	c, err := dialFrom("127.0.0.1", s.Addrs()["p"][0].String())
 	if err != nil {
 		t.Fatal(err)

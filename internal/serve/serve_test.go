@@ -1,13 +1,11 @@
 package serve
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -66,23 +64,8 @@ func upstream(t *testing.T, kind string) string {
 // start runs a Server for a one-service proxy config and returns its address.
 func start(t *testing.T, up, extra string) (*Server, string) {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "serve.yaml")
 	text := fmt.Sprintf("acls:\n  lo: {default: deny, allow: [127.0.0.1]}\nservices:\n  - name: p\n    listen: [\"127.0.0.1:0\"]\n    acl: lo\n    upstream: %s\n%s", up, extra)
-	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { s.Serve(); close(done) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		<-done
-	})
+	s := startLogged(t, text, slog.NewTextHandler(io.Discard, nil))
 	return s, s.Addrs()["p"][0].String()
 }
 
