@@ -239,7 +239,7 @@ func (l *Loop) Done() <-chan struct{} { return l.done }
 type Watch struct {
 	l     *Loop
 	rc    syscall.RawConn
-	i     int
+	i     int // its index in the loop's watches, and epoll token; set under mu
 	ready func(*Watch) bool
 	mu    sync.Mutex // guards what follows: Close comes from other goroutines
 	// paused: out of the epoll set until Resume; removed: for good.
@@ -253,11 +253,11 @@ type Watch struct {
 func (l *Loop) Watch(rc syscall.RawConn, ready func(*Watch) bool) *Watch {
 	w := &Watch{l: l, rc: rc, ready: ready}
 	l.Do(func() {
+		w.mu.Lock() // i is read by ctl, which Close may call from another goroutine
 		w.i = len(l.watches)
-		l.watches = append(l.watches, w)
-		w.mu.Lock()
 		ok := w.removed || w.ctl(unix.EPOLL_CTL_ADD)
 		w.mu.Unlock()
+		l.watches = append(l.watches, w)
 		if !ok {
 			w.Remove()
 		}
